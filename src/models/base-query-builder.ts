@@ -1,0 +1,28 @@
+import { QueryBuilder, type Model, type Page } from 'objection'
+import { toDataError } from '../db/driver-errors.js'
+
+/**
+ * The query builder of every library model. It behaves exactly like objection's, except that database errors
+ * come out as the library's typed errors (`ConflictError`, `ValidationError`, `UnavailableError`) with the
+ * driver's error kept as `cause`.
+ *
+ * @example
+ * ```ts
+ * const active: Droplet[] = await db.model(Droplet).query().where('status', 'active').orderBy('created_at')
+ * ```
+ */
+export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, R> {
+  declare ArrayQueryBuilderType: BaseQueryBuilder<M, M[]>
+  declare SingleQueryBuilderType: BaseQueryBuilder<M, M>
+  declare MaybeSingleQueryBuilderType: BaseQueryBuilder<M, M | undefined>
+  declare NumberQueryBuilderType: BaseQueryBuilder<M, number>
+  declare PageQueryBuilderType: BaseQueryBuilder<M, Page<M>>
+
+  override async execute(): Promise<R> {
+    try {
+      return await super.execute()
+    } catch (error) {
+      throw toDataError(error)
+    }
+  }
+}

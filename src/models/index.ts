@@ -1,0 +1,5 @@
+export { BaseModel } from './base-model.js'
+export { BaseQueryBuilder } from './base-query-builder.js'
+export { User } from './user.js'
+export { Droplet, DROPLET_STATUSES, type DropletStatus } from './droplet.js'
+export { AuditLog } from './audit-log.js'
