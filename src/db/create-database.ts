@@ -131,6 +131,14 @@ function knexConfig(config: ResolvedConfig, connection: ResolvedConfig['connecti
     },
     acquireConnectionTimeout: config.pool.acquireTimeoutMs,
     migrations: { tableName: MIGRATIONS_TABLE, migrationSource },
+    // knex logs to the console by default (e.g. every failed connection attempt); route it to the host's logger.
+    log: {
+      warn: (message: unknown) => config.logger?.warn({ source: 'knex' }, String(message)),
+      error: (message: unknown) => config.logger?.error({ source: 'knex' }, String(message)),
+      deprecate: (method: string, alternative: string) =>
+        config.logger?.warn({ source: 'knex' }, `${method} is deprecated, use ${alternative}`),
+      debug: (message: unknown) => config.logger?.debug({ source: 'knex' }, String(message)),
+    },
   }
 }
 
@@ -235,7 +243,7 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     await knex.destroy().catch(() => undefined)
     await server?.stop()
     const mapped = toDataError(error)
-    if (isDataError(mapped)) throw mapped
+    if (isDataError(mapped) && !(mapped instanceof UnavailableError)) throw mapped
     throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
   }
   resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')

@@ -1,0 +1,175 @@
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { createDatabase, type Database } from '../db/create-database.js'
+import { isDataError } from '../errors.js'
+
+/** Exit codes of `wincloud-data`. */
+const EXIT = { ok: 0, failure: 1, usage: 2 } as const
+
+const HELP: Record<string, string> = {
+  main: `Usage: wincloud-data <command> [options]
+
+Commands:
+  migrate latest      apply every pending migration
+  migrate rollback    roll back the last batch (--all: every batch)
+  migrate status      list applied and pending migrations
+  seed                seed a development database (idempotent)
+
+Options:
+  --url <url>         PostgreSQL URL (default: the DATABASE_URL environment variable)
+  -h, --help          show help for a command
+  -v, --version       print the version
+
+Exit codes: 0 success, 1 the command failed (database unreachable, migration error, …), 2 bad usage.`,
+  migrate: `Usage: wincloud-data migrate <latest|rollback|status> [--all] [--url <url>]
+
+  latest     apply every pending migration in one batch
+  rollback   roll back the last batch; with --all, every batch
+  status     list applied and pending migrations; exits 0 either way
+
+Reads DATABASE_URL unless --url is given.`,
+  seed: `Usage: wincloud-data seed [--users <n>] [--droplets-per-user <n>] [--url <url>]
+
+Creates an admin (admin@wincloud.test), sample users and their droplets, unless they exist already.
+The admin password is taken from WINCLOUD_ADMIN_PASSWORD, or generated and printed once when the admin is created.
+Reads DATABASE_URL unless --url is given.`,
+}
+
+interface Io {
+  out(line: string): void
+  err(line: string): void
+  env: NodeJS.ProcessEnv
+}
+
+function intOption(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a whole number`)
+  return Number(value)
+}
+
+class UsageError extends Error {}
+
+/** The version in the package's own package.json, found from the source and from the build alike. */
+function packageVersion(): string {
+  for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
+      if (pkg.name === '@wincloud/data' && pkg.version) return pkg.version
+    } catch {
+      // not here: keep walking up
+    }
+  }
+  return 'unknown'
+}
+
+async function withDatabase(url: string | undefined, work: (db: Database) => Promise<void>): Promise<void> {
+  if (!url) throw new UsageError('no database: set DATABASE_URL or pass --url')
+  const db = await createDatabase({ connection: url })
+  try {
+    await work(db)
+  } finally {
+    await db.close()
+  }
+}
+
+/**
+ * Runs the `wincloud-data` command line with `argv` (without node and the script) and returns the exit code.
+ *
+ * @internal
+ */
+export async function runCli(argv: readonly string[], io: Io): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        url: { type: 'string' },
+        all: { type: 'boolean' },
+        users: { type: 'string' },
+        'droplets-per-user': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    })
+  } catch (error) {
+    io.err(`wincloud-data: ${(error as Error).message}\n\n${HELP.main}`)
+    return EXIT.usage
+  }
+  const { values, positionals } = parsed
+  const [command, sub] = positionals
+  if (values.version) {
+    io.out(packageVersion())
+    return EXIT.ok
+  }
+  if (values.help || command === undefined || command === 'help') {
+    io.out(HELP[command === 'help' ? (sub ?? 'main') : (command ?? 'main')] ?? HELP.main!)
+    return command === undefined && !values.help ? EXIT.usage : EXIT.ok
+  }
+  const url = values.url ?? io.env.DATABASE_URL
+  try {
+    switch (command) {
+      case 'migrate': {
+        if (sub !== 'latest' && sub !== 'rollback' && sub !== 'status') {
+          throw new UsageError(`migrate needs one of latest, rollback, status\n\n${HELP.migrate}`)
+        }
+        await withDatabase(url, async (db) => {
+          if (sub === 'latest') {
+            const result = await db.migrate.latest()
+            io.out(result.migrations.length ? `applied: ${result.migrations.join(', ')}` : 'already up to date')
+          } else if (sub === 'rollback') {
+            const result = await db.migrate.rollback({ all: values.all === true })
+            io.out(result.migrations.length ? `rolled back: ${result.migrations.join(', ')}` : 'nothing to roll back')
+          } else {
+            const status = await db.migrate.status()
+            for (const name of status.applied) io.out(`applied  ${name}`)
+            for (const name of status.pending) io.out(`pending  ${name}`)
+          }
+        })
+        return EXIT.ok
+      }
+      case 'seed': {
+        const users = intOption(values.users, 'users')
+        const dropletsPerUser = intOption(values['droplets-per-user'], 'droplets-per-user')
+        await withDatabase(url, async (db) => {
+          const adminPassword = io.env.WINCLOUD_ADMIN_PASSWORD || undefined
+          const result = await db.seed.development({
+            ...(users === undefined ? {} : { users }),
+            ...(dropletsPerUser === undefined ? {} : { dropletsPerUser }),
+            ...(adminPassword === undefined ? {} : { adminPassword }),
+          })
+          io.out(`admin ${result.admin.email}: ${result.admin.created ? 'created' : 'already there'}`)
+          if (result.admin.generatedPassword) io.out(`admin password (shown once): ${result.admin.generatedPassword}`)
+          io.out(`users created: ${result.usersCreated}, droplets created: ${result.dropletsCreated}`)
+        })
+        return EXIT.ok
+      }
+      default:
+        throw new UsageError(`unknown command: ${command}\n\n${HELP.main}`)
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`wincloud-data: ${error.message}`)
+      return EXIT.usage
+    }
+    io.err(`wincloud-data: ${isDataError(error) ? `${error.name}: ${error.message}` : String(error)}`)
+    return EXIT.failure
+  }
+}
+
+if (require.main === module) {
+  runCli(process.argv.slice(2), {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    env: process.env,
+  }).then(
+    (code) => {
+      process.exitCode = code
+    },
+    (error: unknown) => {
+      process.stderr.write(`wincloud-data: ${String(error)}\n`)
+      process.exitCode = EXIT.failure
+    },
+  )
+}

@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest'
+import { parseConfig } from '../../src/db/config.js'
+import { ConfigError, createDatabase, isDataError } from '../../src/index.js'
+
+function configError(input: unknown): ConfigError {
+  try {
+    parseConfig(input)
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError)
+    return error as ConfigError
+  }
+  throw new Error('expected a ConfigError')
+}
+
+describe('parseConfig', () => {
+  it('fills in the defaults', () => {
+    const config = parseConfig({ connection: 'postgres://app@127.0.0.1:5432/wincloud' })
+    expect(config.pool).toEqual({ min: 0, max: 10, acquireTimeoutMs: 10_000, idleTimeoutMs: 30_000 })
+    expect(config.applicationName).toBe('wincloud-data')
+    expect(Object.isFrozen(config)).toBe(true)
+  })
+
+  it('leaves connection undefined only when the field is omitted (the embedded default)', () => {
+    expect(parseConfig({}).connection).toBeUndefined()
+    expect(parseConfig(undefined).connection).toBeUndefined()
+  })
+
+  it.each([
+    [{ connection: undefined }, 'connection', /DATABASE_URL/],
+    [{ connection: '' }, 'connection', /empty/],
+    [{ connection: null }, 'connection', /empty/],
+    [{ connection: 'mysql://x@y/z' }, 'connection', /postgres:\/\//],
+    [{ connection: 'not a url' }, 'connection', /postgres:\/\//],
+    [{ connection: 42 }, 'connection', /URL or an object/],
+    [{ connection: { host: '' } }, 'connection.host', /non-empty string/],
+    [{ connection: { port: 70_000 } }, 'connection.port', /1 to 65535/],
+    [{ connection: { hots: 'x' } }, 'connection.hots', /not a known option/],
+    [{ connection: { ssl: 'yes' } }, 'connection.ssl', /boolean or an object/],
+    [{ pool: { max: 0 } }, 'pool.max', /integer from 1/],
+    [{ pool: { max: 2.5 } }, 'pool.max', /integer/],
+    [{ pool: { min: -1 } }, 'pool.min', /integer from 0/],
+    [{ pool: { min: 5, max: 2 } }, 'pool.min', /must not exceed pool.max/],
+    [{ pool: { acquireTimeoutMs: 0 } }, 'pool.acquireTimeoutMs', /integer from 1/],
+    [{ pool: { idleTimeoutMs: '30s' } }, 'pool.idleTimeoutMs', /integer/],
+    [{ pool: { size: 10 } }, 'pool.size', /not a known option/],
+    [{ pool: 10 }, 'pool', /object/],
+    [{ logger: 'console' }, 'logger', /debug, info, warn and error/],
+    [{ logger: { info() {} } }, 'logger.debug', /function/],
+    [{ applicationName: '' }, 'applicationName', /1 to 63/],
+    [{ embedded: { port: 80 } }, 'embedded.port', /1024 to 65535/],
+    [{ embedded: { settings: { 'bad name': 'x' } } }, 'embedded.settings.bad name', /setting name/],
+    [{ embedded: { settings: { fsync: false } } }, 'embedded.settings.fsync', /string/],
+    [{ connection: 'postgres://a@b/c', embedded: {} }, 'embedded', /only applies/],
+    [{ conection: 'postgres://a@b/c' }, 'conection', /not a known option/],
+    [{ replicas: ['postgres://a@b/c'] }, 'replicas', /not supported by this version/],
+    [{ encryption: {} }, 'encryption', /not supported by this version/],
+    ['postgres://a@b/c', 'config', /object/],
+  ])('rejects %j naming %s', (input, field, message) => {
+    const error = configError(input)
+    expect(error.field).toBe(field)
+    expect(error.message).toMatch(message)
+    expect(error.code).toBe('CONFIG_INVALID')
+    expect(isDataError(error)).toBe(true)
+  })
+
+  it('never repeats a password from the configuration in its errors', () => {
+    const secret = 'hunter2-very-secret'
+    for (const input of [
+      { connection: `mysql://app:${secret}@db/x` },
+      { connection: { password: secret, port: -1 } },
+      { connection: `postgres://app:${secret}@db/x`, pool: { max: -1 } },
+    ]) {
+      const error = configError(input)
+      expect(error.message).not.toContain(secret)
+      expect(JSON.stringify(error)).not.toContain(secret)
+    }
+  })
+
+  it('makes createDatabase reject before connecting', async () => {
+    // port 1 would refuse a connection; the config error must come first, not knex's "Unable to acquire a connection"
+    await expect(createDatabase({ connection: undefined })).rejects.toMatchObject({ name: 'ConfigError', field: 'connection' })
+    await expect(createDatabase({ connection: 'postgres://x@127.0.0.1:1/x', pool: { max: -1 } })).rejects.toMatchObject({
+      field: 'pool.max',
+    })
+  })
+})
