@@ -134,6 +134,10 @@ export function toDataError(error: unknown): unknown {
       options,
     )
   }
+  if (message === 'Unable to acquire a connection') {
+    // knex says this when its pool is gone: the database was closed.
+    return new UnavailableError('The database handle is closed.', options)
+  }
   if (
     (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_CODES.has(code))) ||
     message === 'Connection terminated unexpectedly' ||

@@ -25,4 +25,13 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
       throw toDataError(error)
     }
   }
+
+  // objection runs the count of resultSize() (and of page() and range()) on knex directly, not through execute().
+  override async resultSize(): Promise<number> {
+    try {
+      return await super.resultSize()
+    } catch (error) {
+      throw toDataError(error)
+    }
+  }
 }
