@@ -1,0 +1,163 @@
+import { execFile } from 'node:child_process'
+import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+
+const run = promisify(execFile)
+const root = resolve(__dirname, '../..')
+let host: string
+let testDb: TestDatabase
+
+/** The packed tarball installed into a fresh project, the way a host installs it from the registry. */
+beforeAll(async () => {
+  host = await mkdtemp(join(tmpdir(), 'wincloud-host-'))
+  await run('npm', ['pack', '--silent', '--pack-destination', host], { cwd: root, maxBuffer: 16 * 1024 * 1024 })
+  const tarball = (await readdir(host)).find((name) => name.endsWith('.tgz'))
+  if (!tarball) throw new Error('npm pack made no tarball')
+  await writeFile(join(host, 'package.json'), JSON.stringify({ name: 'host-app', private: true }))
+  await run(
+    'npm',
+    ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', `./${tarball}`, 'knex@3.3.0', 'objection@3.1.5', 'pg@8.23.1'],
+    { cwd: host, maxBuffer: 16 * 1024 * 1024 },
+  )
+  testDb = await createTestDatabase()
+}, 180_000)
+
+afterAll(async () => {
+  await testDb?.drop()
+  if (host) await rm(host, { recursive: true, force: true })
+})
+
+const usage = (importLine: string) => `${importLine}
+const db = await createDatabase({ connection: process.env.DATABASE_URL })
+await db.migrate.latest()
+const tag = process.env.TAG
+const user = await db.model(User).query().insertAndFetch({ email: tag + '@example.com', username: tag, passwordHash: await hashPassword('pw', { cost: 10 }) })
+await db.model(Droplet).query().insert({ userId: user.id, name: tag + '-web', region: 'nyc3', size: 's-1vcpu-2gb' })
+const loaded = await db.model(Droplet).query().where('user_id', user.id).withGraphFetched('owner')
+let validation
+try { await db.model(Droplet).query().insert({ userId: user.id, name: '', region: 'x', size: 'y' }) } catch (e) { validation = e }
+await db.close()
+console.log(JSON.stringify({
+  owner: loaded[0].owner.username,
+  isModel: loaded[0] instanceof Droplet,
+  validation: { isDataError: isDataError(validation), instance: validation instanceof ValidationError, fields: validation.details.map((d) => d.field) },
+}))
+`
+
+async function node(file: string, tag: string): Promise<unknown> {
+  const { stdout } = await run(process.execPath, [file], { cwd: host, env: { ...process.env, DATABASE_URL: testDb.url, TAG: tag } })
+  return JSON.parse(stdout.trim().split('\n').pop()!)
+}
+
+const expected = (tag: string) => ({
+  owner: tag,
+  isModel: true,
+  validation: { isDataError: true, instance: true, fields: ['name'] },
+})
+
+describe('the packed package', () => {
+  it('works from an ES module', async () => {
+    await writeFile(
+      join(host, 'esm.mjs'),
+      usage(`import { createDatabase, Droplet, User, ValidationError, isDataError, hashPassword } from '@wincloud/data'`),
+    )
+    expect(await node('esm.mjs', 'esm')).toEqual(expected('esm'))
+  })
+
+  it('works from CommonJS', async () => {
+    await writeFile(
+      join(host, 'cjs.cjs'),
+      `const { createDatabase, Droplet, User, ValidationError, isDataError, hashPassword } = require('@wincloud/data')
+;(async () => {
+${usage('')}
+})().catch((e) => { console.error(e); process.exit(1) })`,
+    )
+    expect(await node('cjs.cjs', 'cjs')).toEqual(expected('cjs'))
+  })
+
+  it('gives ESM and CJS importers one copy of the library', async () => {
+    await writeFile(
+      join(host, 'both.mjs'),
+      `import { createRequire } from 'node:module'
+import * as esm from '@wincloud/data'
+const cjs = createRequire(import.meta.url)('@wincloud/data')
+const names = Object.keys(cjs).filter((n) => n !== '__esModule').sort()
+console.log(JSON.stringify({
+  sameNames: JSON.stringify(names) === JSON.stringify(Object.keys(esm).sort()),
+  sameClasses: names.every((n) => esm[n] === cjs[n]),
+}))`,
+    )
+    expect(await node('both.mjs', 'both')).toEqual({ sameNames: true, sameClasses: true })
+  })
+
+  it('recognises errors across two separate copies of the package', async () => {
+    const copy = join(host, 'vendor', 'wincloud-data-copy')
+    await mkdir(join(host, 'vendor'), { recursive: true })
+    await cp(join(host, 'node_modules', '@wincloud', 'data'), copy, { recursive: true })
+    await writeFile(
+      join(host, 'copies.cjs'),
+      `const a = require('@wincloud/data')
+const b = require('./vendor/wincloud-data-copy')
+const error = new b.NotFoundError('Droplet')
+console.log(JSON.stringify({
+  distinctCopies: a.NotFoundError !== b.NotFoundError,
+  isDataError: a.isDataError(error),
+  notFound: error instanceof a.NotFoundError,
+  dataError: error instanceof a.DataError,
+  notValidation: !(error instanceof a.ValidationError),
+}))`,
+    )
+    expect(await node('copies.cjs', 'copies')).toEqual({
+      distinctCopies: true,
+      isDataError: true,
+      notFound: true,
+      dataError: true,
+      notValidation: true,
+    })
+  })
+
+  it('type-checks in a TypeScript host, as ESM and as CJS', async () => {
+    const source = `import { createDatabase, Droplet, type Database, type DatabaseConfig, type DropletStatus } from '@wincloud/data'
+const config: DatabaseConfig = { connection: 'postgres://app@127.0.0.1/app', pool: { max: 5 } }
+export async function names(): Promise<string[]> {
+  const db: Database = await createDatabase(config)
+  const droplets = await db.model(Droplet).query().where('status', 'active')
+  const status: DropletStatus = droplets[0]?.status ?? 'building'
+  await db.close()
+  return droplets.map((d) => d.name + status)
+}
+`
+    for (const [dir, type] of [
+      ['ts-esm', 'module'],
+      ['ts-cjs', 'commonjs'],
+    ] as const) {
+      await mkdir(join(host, dir), { recursive: true })
+      await writeFile(join(host, dir, 'package.json'), JSON.stringify({ type }))
+      await writeFile(join(host, dir, 'host.ts'), source)
+      await writeFile(
+        join(host, dir, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            module: 'node16',
+            moduleResolution: 'node16',
+            target: 'es2022',
+            strict: true,
+            noEmit: true,
+            types: ['node'],
+            typeRoots: [join(root, 'node_modules', '@types')],
+          },
+          files: ['host.ts'],
+        }),
+      )
+      const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
+      const result = await run(process.execPath, [tsc, '-p', join(host, dir, 'tsconfig.json')], { cwd: host }).catch(
+        (e: { stdout: string }) => ({ stdout: e.stdout }),
+      )
+      expect(result.stdout).toBe('')
+    }
+  })
+})
