@@ -111,7 +111,7 @@ export interface Database {
   close(): Promise<void>
 }
 
-function knexConfig(config: ResolvedConfig, connection: ResolvedConfig['connection'] & object | string): Knex.Config {
+function knexConfig(config: ResolvedConfig, connection: (ResolvedConfig['connection'] & object) | string): Knex.Config {
   const base = typeof connection === 'string' ? { connectionString: connection } : { ...connection }
   return {
     client: 'pg',
@@ -191,7 +191,7 @@ class DatabaseHandle implements Database {
   }
 
   model<M extends typeof Model>(modelClass: M): M {
-    return modelClass.bindKnex(this.knex) as M
+    return modelClass.bindKnex<M>(this.knex)
   }
 
   close(): Promise<void> {

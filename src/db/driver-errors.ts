@@ -21,7 +21,15 @@ interface PgErrorFields {
 
 /** SQLSTATE classes and codes that mean "the server cannot serve this now", not "this call was wrong". */
 const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '08000', '08001', '08003', '08004', '08006'])
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EPIPE', 'EAI_AGAIN'])
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EPIPE',
+  'EAI_AGAIN',
+])
 
 /** Columns named in a key detail: `Key (user_id)=(…) is not present…` → `['user_id']`. The values are dropped. */
 function keyColumns(detail: unknown): string[] {
@@ -53,7 +61,9 @@ export const checkConstraintFields = new Map<string, string>()
 export function toDataError(error: unknown): unknown {
   if (isDataError(error) || typeof error !== 'object' || error === null) return error
   const outer = error as PgErrorFields
-  const native = (typeof outer.nativeError === 'object' && outer.nativeError !== null ? outer.nativeError : outer) as PgErrorFields
+  const native = (
+    typeof outer.nativeError === 'object' && outer.nativeError !== null ? outer.nativeError : outer
+  ) as PgErrorFields
   const code = typeof native.code === 'string' ? native.code : undefined
   const table = text(native.table)
   const constraint = text(native.constraint)

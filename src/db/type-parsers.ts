@@ -15,8 +15,8 @@ const keepText = (value: string): string => value
 export const typeParsers = {
   getTypeParser(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
     if ((oid === INT8 || oid === NUMERIC) && format !== 'binary') return keepText
-    return format === undefined
-      ? pg.types.getTypeParser(oid)
-      : (pg.types.getTypeParser(oid, format as 'text') as (value: string) => unknown)
+    // pg-types declares its parsers as returning any.
+    const lookup = pg.types.getTypeParser as (id: number, format: 'text' | 'binary') => (value: string) => unknown
+    return lookup(oid, format ?? 'text')
   },
 }

@@ -11,11 +11,13 @@ import * as initial from './0001-initial.js'
  */
 export interface LibraryMigration {
   readonly name: string
-  up(knex: Knex): Promise<void>
-  down(knex: Knex): Promise<void>
+  readonly up: (knex: Knex) => Promise<void>
+  readonly down: (knex: Knex) => Promise<void>
 }
 
-const MIGRATIONS: readonly LibraryMigration[] = Object.freeze([{ name: '0001_initial', up: initial.up, down: initial.down }])
+const MIGRATIONS: readonly LibraryMigration[] = Object.freeze([
+  { name: '0001_initial', up: initial.up, down: initial.down },
+])
 
 /**
  * The table in which {@link Database.migrate} records the library's migrations. A host that mounts
@@ -43,10 +45,8 @@ export const MIGRATIONS_TABLE = 'wincloud_data_migrations'
  * ```
  */
 export const migrationSource: Knex.MigrationSource<LibraryMigration> = Object.freeze({
-  getMigrations: async (): Promise<LibraryMigration[]> => [...MIGRATIONS],
+  getMigrations: (): Promise<LibraryMigration[]> => Promise.resolve([...MIGRATIONS]),
   getMigrationName: (migration: LibraryMigration): string => migration.name,
-  getMigration: async (migration: LibraryMigration): Promise<Knex.Migration> => ({
-    up: migration.up,
-    down: migration.down,
-  }),
+  getMigration: (migration: LibraryMigration): Promise<Knex.Migration> =>
+    Promise.resolve({ up: migration.up, down: migration.down }),
 })

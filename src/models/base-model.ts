@@ -1,4 +1,11 @@
-import { AjvValidator, Model, snakeCaseMappers, type CreateValidationErrorArgs, type JSONSchema, type Validator } from 'objection'
+import {
+  AjvValidator,
+  Model,
+  snakeCaseMappers,
+  type CreateValidationErrorArgs,
+  type JSONSchema,
+  type Validator,
+} from 'objection'
 import addFormats from 'ajv-formats'
 import { uuidv7 } from '../internal/uuid.js'
 import { ValidationError, type ValidationDetail } from '../errors.js'
@@ -73,7 +80,7 @@ export class BaseModel extends Model {
   static override createValidator(): Validator {
     return new AjvValidator({
       onCreateAjv: (ajv) => {
-        addFormats(ajv as never)
+        addFormats(ajv)
       },
       options: { allErrors: true, verbose: false, coerceTypes: false, removeAdditional: false },
     })

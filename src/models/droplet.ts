@@ -20,7 +20,13 @@ export type DropletStatus = 'building' | 'active' | 'stopped' | 'error' | 'delet
  * if (!DROPLET_STATUSES.includes(input as DropletStatus)) throw new Error('unknown status')
  * ```
  */
-export const DROPLET_STATUSES: readonly DropletStatus[] = Object.freeze(['building', 'active', 'stopped', 'error', 'deleted'])
+export const DROPLET_STATUSES: readonly DropletStatus[] = Object.freeze([
+  'building',
+  'active',
+  'stopped',
+  'error',
+  'deleted',
+])
 
 const slug = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$' } as const
 
@@ -57,11 +63,11 @@ export class Droplet extends BaseModel {
   }
 
   static override relationMappings = (): RelationMappings => ({
-      owner: {
-        relation: BaseModel.BelongsToOneRelation,
-        modelClass: User,
-        join: { from: 'droplets.user_id', to: 'users.id' },
-      },
+    owner: {
+      relation: BaseModel.BelongsToOneRelation,
+      modelClass: User,
+      join: { from: 'droplets.user_id', to: 'users.id' },
+    },
   })
 
   declare userId: string

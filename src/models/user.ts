@@ -37,11 +37,11 @@ export class User extends BaseModel {
   }
 
   static override relationMappings = (): RelationMappings => ({
-      droplets: {
-        relation: BaseModel.HasManyRelation,
-        modelClass: Droplet,
-        join: { from: 'users.id', to: 'droplets.user_id' },
-      },
+    droplets: {
+      relation: BaseModel.HasManyRelation,
+      modelClass: Droplet,
+      join: { from: 'users.id', to: 'droplets.user_id' },
+    },
   })
 
   declare email: string

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto'
 import type { Knex } from 'knex'
 import { hashPassword, type PasswordHashOptions } from '../auth/passwords.js'
 import { ValidationError } from '../errors.js'
-import { Droplet, DROPLET_STATUSES } from '../models/droplet.js'
-import { User } from '../models/user.js'
+import { type Droplet, DROPLET_STATUSES } from '../models/droplet.js'
+import { type User } from '../models/user.js'
 
 /**
  * Options of `db.seed.development()`.

@@ -31,7 +31,9 @@ describe('createDatabase', () => {
 
   it('fails fast and clearly when the server refuses the connection', async () => {
     const started = Date.now()
-    const error = await createDatabase({ connection: 'postgres://app:s3cret-pw@127.0.0.1:1/wincloud' }).catch((e: unknown) => e)
+    const error = await createDatabase({ connection: 'postgres://app:s3cret-pw@127.0.0.1:1/wincloud' }).catch(
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(UnavailableError)
     expect((error as UnavailableError).message).toBe('Could not connect to PostgreSQL at 127.0.0.1:1/wincloud.')
     expect(JSON.stringify(error)).not.toContain('s3cret-pw')
@@ -80,7 +82,11 @@ describe('createDatabase', () => {
       const trx = await small.knex.transaction()
       await trx.raw('select 1')
       const started = Date.now()
-      const error = await small.model(Droplet).query().resultSize().catch((e: unknown) => e)
+      const error = await small
+        .model(Droplet)
+        .query()
+        .resultSize()
+        .catch((e: unknown) => e)
       expect(error).toBeInstanceOf(UnavailableError)
       expect((error as UnavailableError).httpStatus).toBe(503)
       expect(Date.now() - started).toBeLessThan(3_000)
@@ -100,7 +106,8 @@ describe('createDatabase', () => {
 
   it('sends knex’s own warnings to the host logger instead of the console', async () => {
     const lines: string[] = []
-    const log = (fields: Record<string, unknown>, message?: string) => lines.push(`${String(fields.source)}: ${message}`)
+    const log = (fields: Record<string, unknown>, message?: string) =>
+      lines.push(`${String(fields.source)}: ${message}`)
     const logger = { debug: log, info: log, warn: log, error: log }
     await createDatabase({ connection: 'postgres://app@127.0.0.1:1/x', logger }).catch(() => undefined)
     expect(lines.some((line) => line.startsWith('knex: ') && line.includes('ECONNREFUSED'))).toBe(true)

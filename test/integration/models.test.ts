@@ -1,19 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  BaseModel,
-  ConflictError,
-  Droplet,
-  User,
-  ValidationError,
-  type Database,
-} from '../../src/index.js'
+import { BaseModel, ConflictError, Droplet, User, ValidationError, type Database } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
 
 let db: Database
 let cleanup: () => Promise<void>
 
 async function newUser(name: string): Promise<User> {
-  return db.model(User).query().insertAndFetch({ email: `${name}@example.com`, username: name, passwordHash: 'x' })
+  return db
+    .model(User)
+    .query()
+    .insertAndFetch({ email: `${name}@example.com`, username: name, passwordHash: 'x' })
 }
 
 /** A host model without a JSON schema: nothing is validated in JavaScript, so the database's constraints answer. */
@@ -46,7 +42,11 @@ describe('models', () => {
     expect(user.updatedAt.getTime()).toBe(user.createdAt.getTime())
 
     await new Promise((resolve) => setTimeout(resolve, 15))
-    await db.model(User).query().findById(user.id).patch({ preferences: { theme: 'dark' } })
+    await db
+      .model(User)
+      .query()
+      .findById(user.id)
+      .patch({ preferences: { theme: 'dark' } })
     const again = await db.model(User).query().findById(user.id).throwIfNotFound()
     expect(again.preferences).toEqual({ theme: 'dark' })
     expect(again.updatedAt.getTime()).toBeGreaterThan(user.updatedAt.getTime())
@@ -87,19 +87,41 @@ describe('models', () => {
     const ok = await db
       .model(Droplet)
       .query()
-      .insertAndFetch({ userId: owner.id, name: 'x'.repeat(255), region: 'nyc3', size: 's-1vcpu-2gb', ipAddress: '2001:db8::1' })
+      .insertAndFetch({
+        userId: owner.id,
+        name: 'x'.repeat(255),
+        region: 'nyc3',
+        size: 's-1vcpu-2gb',
+        ipAddress: '2001:db8::1',
+      })
     expect(ok.status).toBe('building')
     expect(ok.ipAddress).toBe('2001:db8::1')
     await expect(
-      db.model(Droplet).query().insert({ userId: owner.id, name: 'x'.repeat(256), region: 'nyc3', size: 's' }),
+      db
+        .model(Droplet)
+        .query()
+        .insert({ userId: owner.id, name: 'x'.repeat(256), region: 'nyc3', size: 's' }),
     ).rejects.toMatchObject({ details: [{ field: 'name', keyword: 'maxLength' }] })
     await expect(
-      db.model(Droplet).query().insert({ userId: owner.id, name: 'a', region: 'nyc3', size: 's', ipAddress: '999.1.1.1' }),
+      db
+        .model(Droplet)
+        .query()
+        .insert({ userId: owner.id, name: 'a', region: 'nyc3', size: 's', ipAddress: '999.1.1.1' }),
     ).rejects.toBeInstanceOf(ValidationError)
-    await expect(db.model(Droplet).query().findById(ok.id).patch({ status: 'exploded' } as never)).rejects.toBeInstanceOf(
-      ValidationError,
-    )
-    await expect(db.model(Droplet).query().findById(ok.id).patch({ unknownField: 1 } as never)).rejects.toMatchObject({
+    await expect(
+      db
+        .model(Droplet)
+        .query()
+        .findById(ok.id)
+        .patch({ status: 'exploded' } as never),
+    ).rejects.toBeInstanceOf(ValidationError)
+    await expect(
+      db
+        .model(Droplet)
+        .query()
+        .findById(ok.id)
+        .patch({ unknownField: 1 } as never),
+    ).rejects.toMatchObject({
       details: [{ keyword: 'additionalProperties' }],
     })
     const unchanged = await db.model(Droplet).query().findById(ok.id)
@@ -120,7 +142,12 @@ describe('models', () => {
       .insert({ email: 'MARGARET@example.com', username: 'other', passwordHash: 'x' })
       .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ConflictError)
-    expect(error).toMatchObject({ kind: 'unique', table: 'users', constraint: 'users_email_unique', columns: ['email'] })
+    expect(error).toMatchObject({
+      kind: 'unique',
+      table: 'users',
+      constraint: 'users_email_unique',
+      columns: ['email'],
+    })
     expect((error as ConflictError).message).not.toContain('margaret')
     expect(JSON.stringify(error)).not.toContain('margaret')
     await expect(
@@ -130,7 +157,10 @@ describe('models', () => {
 
   it('turns foreign-key violations into ConflictErrors, both ways', async () => {
     await expect(
-      db.model(Droplet).query().insert({ userId: '01900000-0000-7000-8000-000000000000', name: 'a', region: 'nyc3', size: 's' }),
+      db
+        .model(Droplet)
+        .query()
+        .insert({ userId: '01900000-0000-7000-8000-000000000000', name: 'a', region: 'nyc3', size: 's' }),
     ).rejects.toMatchObject({ name: 'ConflictError', kind: 'foreign-key', table: 'droplets', columns: ['user_id'] })
     const owner = await newUser('dennis')
     await db.model(Droplet).query().insert({ userId: owner.id, name: 'keep', region: 'nyc3', size: 's' })
@@ -143,27 +173,35 @@ describe('models', () => {
   it('turns CHECK and NOT NULL violations into ValidationErrors naming the field', async () => {
     const owner = await newUser('edsger')
     await expect(
-      db.model(LooseDroplet).query().insert({ userId: owner.id, name: 'a', region: 'nyc3', size: 's', status: 'on fire' }),
+      db
+        .model(LooseDroplet)
+        .query()
+        .insert({ userId: owner.id, name: 'a', region: 'nyc3', size: 's', status: 'on fire' }),
     ).rejects.toMatchObject({
       name: 'ValidationError',
       constraint: 'droplets_status_check',
       details: [{ field: 'status', keyword: 'check' }],
     })
-    await expect(db.model(LooseDroplet).query().insert({ userId: owner.id, region: 'nyc3', size: 's' })).rejects.toMatchObject({
+    await expect(
+      db.model(LooseDroplet).query().insert({ userId: owner.id, region: 'nyc3', size: 's' }),
+    ).rejects.toMatchObject({
       name: 'ValidationError',
       details: [{ field: 'name', keyword: 'not-null' }],
     })
-    await expect(db.model(LooseDroplet).query().insert({ userId: 'not-a-uuid', name: 'a', region: 'nyc3', size: 's' })).rejects.toBeInstanceOf(
-      ValidationError,
-    )
+    await expect(
+      db.model(LooseDroplet).query().insert({ userId: 'not-a-uuid', name: 'a', region: 'nyc3', size: 's' }),
+    ).rejects.toBeInstanceOf(ValidationError)
   })
 
   it('eager-loads owner and droplets with withGraphFetched', async () => {
     const owner = await newUser('alan')
-    await db.model(Droplet).query().insert([
-      { userId: owner.id, name: 'one', region: 'nyc3', size: 's' },
-      { userId: owner.id, name: 'two', region: 'ams3', size: 's' },
-    ])
+    await db
+      .model(Droplet)
+      .query()
+      .insert([
+        { userId: owner.id, name: 'one', region: 'nyc3', size: 's' },
+        { userId: owner.id, name: 'two', region: 'ams3', size: 's' },
+      ])
     const withDroplets = await db.model(User).query().findById(owner.id).withGraphFetched('droplets').throwIfNotFound()
     expect(withDroplets.droplets?.map((d) => d.name).sort()).toEqual(['one', 'two'])
     expect(withDroplets.droplets?.[0]).toBeInstanceOf(Droplet)

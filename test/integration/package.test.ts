@@ -20,7 +20,17 @@ beforeAll(async () => {
   await writeFile(join(host, 'package.json'), JSON.stringify({ name: 'host-app', private: true }))
   await run(
     'npm',
-    ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', `./${tarball}`, 'knex@3.3.0', 'objection@3.1.5', 'pg@8.23.1'],
+    [
+      'install',
+      '--prefer-offline',
+      '--no-audit',
+      '--no-fund',
+      '--ignore-scripts',
+      `./${tarball}`,
+      'knex@3.3.0',
+      'objection@3.1.5',
+      'pg@8.23.1',
+    ],
     { cwd: host, maxBuffer: 16 * 1024 * 1024 },
   )
   testDb = await createTestDatabase()
@@ -49,7 +59,10 @@ console.log(JSON.stringify({
 `
 
 async function node(file: string, tag: string): Promise<unknown> {
-  const { stdout } = await run(process.execPath, [file], { cwd: host, env: { ...process.env, DATABASE_URL: testDb.url, TAG: tag } })
+  const { stdout } = await run(process.execPath, [file], {
+    cwd: host,
+    env: { ...process.env, DATABASE_URL: testDb.url, TAG: tag },
+  })
   return JSON.parse(stdout.trim().split('\n').pop()!)
 }
 
@@ -63,7 +76,9 @@ describe('the packed package', () => {
   it('works from an ES module', async () => {
     await writeFile(
       join(host, 'esm.mjs'),
-      usage(`import { createDatabase, Droplet, User, ValidationError, isDataError, hashPassword } from '@wincloud/data'`),
+      usage(
+        `import { createDatabase, Droplet, User, ValidationError, isDataError, hashPassword } from '@wincloud/data'`,
+      ),
     )
     expect(await node('esm.mjs', 'esm')).toEqual(expected('esm'))
   })

@@ -15,7 +15,10 @@ afterAll(async () => {
 async function snapshot(): Promise<unknown> {
   const users = await db.model(User).query().orderBy('email')
   const droplets = await db.model(Droplet).query().orderBy('name')
-  return { users: users.map((u) => [u.id, u.email, u.passwordHash, u.role]), droplets: droplets.map((d) => [d.id, d.name]) }
+  return {
+    users: users.map((u) => [u.id, u.email, u.passwordHash, u.role]),
+    droplets: droplets.map((d) => [d.id, d.name]),
+  }
 }
 
 describe('db.seed.development', () => {
@@ -50,7 +53,12 @@ describe('db.seed.development', () => {
     const other = await openTestDatabase()
     try {
       const a = await other.db.seed.development({ users: 0, passwordHash: fastHash })
-      const b = await db.seed.development({ adminEmail: 'root@wincloud.test', adminUsername: 'root', users: 0, passwordHash: fastHash })
+      const b = await db.seed.development({
+        adminEmail: 'root@wincloud.test',
+        adminUsername: 'root',
+        users: 0,
+        passwordHash: fastHash,
+      })
       expect(a.admin.generatedPassword).toBeDefined()
       expect(b.admin.generatedPassword).toBeDefined()
       expect(a.admin.generatedPassword).not.toBe(b.admin.generatedPassword)

@@ -78,9 +78,14 @@ describe('parseConfig', () => {
 
   it('makes createDatabase reject before connecting', async () => {
     // port 1 would refuse a connection; the config error must come first, not knex's "Unable to acquire a connection"
-    await expect(createDatabase({ connection: undefined })).rejects.toMatchObject({ name: 'ConfigError', field: 'connection' })
-    await expect(createDatabase({ connection: 'postgres://x@127.0.0.1:1/x', pool: { max: -1 } })).rejects.toMatchObject({
-      field: 'pool.max',
+    await expect(createDatabase({ connection: undefined })).rejects.toMatchObject({
+      name: 'ConfigError',
+      field: 'connection',
     })
+    await expect(createDatabase({ connection: 'postgres://x@127.0.0.1:1/x', pool: { max: -1 } })).rejects.toMatchObject(
+      {
+        field: 'pool.max',
+      },
+    )
   })
 })

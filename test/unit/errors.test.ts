@@ -36,7 +36,9 @@ describe('errors', () => {
   })
 
   it('keeps the cause out of JSON and the message', () => {
-    const cause = Object.assign(new Error('duplicate key'), { detail: 'Key (email)=(alice@example.com) already exists.' })
+    const cause = Object.assign(new Error('duplicate key'), {
+      detail: 'Key (email)=(alice@example.com) already exists.',
+    })
     const error = new ConflictError('dup', 'unique', 'users', ['email'], 'users_email_unique', { cause })
     expect(error.cause).toBe(cause)
     expect(JSON.stringify(error)).not.toContain('alice@example.com')
@@ -67,7 +69,9 @@ describe('errors', () => {
   })
 
   it('lists validation details and serialises them', () => {
-    const error = new ValidationError('Droplet is invalid', [{ field: 'name', message: 'is too short', keyword: 'minLength' }])
+    const error = new ValidationError('Droplet is invalid', [
+      { field: 'name', message: 'is too short', keyword: 'minLength' },
+    ])
     expect(error.toJSON().details).toEqual([{ field: 'name', message: 'is too short', keyword: 'minLength' }])
     expect(Object.isFrozen(error.details)).toBe(true)
   })

@@ -25,7 +25,13 @@ describe('passwords', () => {
   })
 
   it('is false, never a throw, for malformed hashes', async () => {
-    for (const bad of ['', 'plain', '$scrypt$ln=99,r=8,p=1$AAAA$BBBB', '$2b$12$abc', '$scrypt$ln=10,r=8,p=1$AAAA$AAAA']) {
+    for (const bad of [
+      '',
+      'plain',
+      '$scrypt$ln=99,r=8,p=1$AAAA$BBBB',
+      '$2b$12$abc',
+      '$scrypt$ln=10,r=8,p=1$AAAA$AAAA',
+    ]) {
       expect(await verifyPassword('x', bad)).toBe(false)
     }
   })
