@@ -175,4 +175,67 @@ export async function names(): Promise<string[]> {
       expect(result.stdout).toBe('')
     }
   })
+
+  describe('the wincloud-data binary', () => {
+    const cli = async (args: string[], env: Record<string, string> = {}) => {
+      const bin = join(host, 'node_modules', '.bin', 'wincloud-data')
+      return run(bin, args, { cwd: host, env: { ...process.env, DATABASE_URL: '', ...env } }).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+      )
+    }
+
+    it('prints help for every command and its version', async () => {
+      for (const args of [['--help'], ['migrate', '--help'], ['seed', '--help'], ['help', 'migrate']]) {
+        const result = await cli(args)
+        expect(result.code).toBe(0)
+        expect(result.stdout).toMatch(/^Usage: wincloud-data/)
+      }
+      expect((await cli(['--version'])).stdout.trim()).toMatch(/^\d+\.\d+\.\d+/)
+    })
+
+    it('exits 2 on bad usage and when no database is given', async () => {
+      expect((await cli([])).code).toBe(2)
+      expect((await cli(['frobnicate'])).code).toBe(2)
+      expect((await cli(['migrate', 'sideways'])).code).toBe(2)
+      expect((await cli(['seed', '--users', 'many'], { DATABASE_URL: testDb.url })).code).toBe(2)
+      const none = await cli(['migrate', 'status'])
+      expect(none.code).toBe(2)
+      expect(none.stderr).toMatch(/DATABASE_URL/)
+    })
+
+    it('exits 1 with a clear message when the database is unreachable, without the password', async () => {
+      const result = await cli(['migrate', 'status', '--url', 'postgres://app:pw-123456@127.0.0.1:1/app'])
+      expect(result.code).toBe(1)
+      expect(result.stderr).toMatch(/UnavailableError: Could not connect to PostgreSQL at 127.0.0.1:1\/app/)
+      expect(result.stderr).not.toContain('pw-123456')
+    })
+
+    it('migrates, reports status, seeds idempotently and rolls back', async () => {
+      const fresh = await createTestDatabase()
+      try {
+        const env = { DATABASE_URL: fresh.url }
+        expect(await cli(['migrate', 'status'], env)).toMatchObject({ code: 0, stdout: 'pending  0001_initial\n' })
+        expect(await cli(['migrate', 'latest'], env)).toMatchObject({ code: 0, stdout: 'applied: 0001_initial\n' })
+        expect(await cli(['migrate', 'latest'], env)).toMatchObject({ code: 0, stdout: 'already up to date\n' })
+        expect(await cli(['migrate', 'status'], env)).toMatchObject({ code: 0, stdout: 'applied  0001_initial\n' })
+        const seeded = await cli(['seed', '--users', '2', '--droplets-per-user', '1'], env)
+        expect(seeded.code).toBe(0)
+        expect(seeded.stdout).toMatch(/admin admin@wincloud.test: created/)
+        expect(seeded.stdout).toMatch(/users created: 2, droplets created: 2/)
+        const again = await cli(['seed', '--users', '2', '--droplets-per-user', '1'], env)
+        expect(again.stdout).toMatch(/already there/)
+        expect(again.stdout).toMatch(/users created: 0, droplets created: 0/)
+        expect(again.stdout).not.toMatch(/password/)
+        expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
+          code: 0,
+          stdout: 'rolled back: 0001_initial\n',
+        })
+        expect(await cli(['migrate', 'status'], env)).toMatchObject({ code: 0, stdout: 'pending  0001_initial\n' })
+        expect(await cli(['migrate', 'rollback'], env)).toMatchObject({ code: 0, stdout: 'nothing to roll back\n' })
+      } finally {
+        await fresh.drop()
+      }
+    })
+  })
 })

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest'
+import * as api from '../src/index.js'
+
+// The names host code relies on (DESIGN.md). Adding a name is a decision; removing or renaming one breaks hosts.
+const RUNTIME_EXPORTS = [
+  'AuditLog',
+  'AuthenticationError',
+  'BaseModel',
+  'BaseQueryBuilder',
+  'ConfigError',
+  'ConflictError',
+  'DROPLET_STATUSES',
+  'DataError',
+  'DecryptionError',
+  'Droplet',
+  'ForbiddenError',
+  'InvalidCursorError',
+  'MIGRATIONS_TABLE',
+  'NotFoundError',
+  'UnavailableError',
+  'User',
+  'ValidationError',
+  'createDatabase',
+  'hashPassword',
+  'isDataError',
+  'migrationSource',
+  'passwordNeedsRehash',
+  'verifyPassword',
+]
+
+describe('public API', () => {
+  it('exports exactly the documented runtime names', () => {
+    expect(Object.keys(api).sort()).toEqual([...RUNTIME_EXPORTS].sort())
+  })
+
+  it('exports no mutable state', () => {
+    expect(Object.isFrozen(api.migrationSource)).toBe(true)
+    expect(Object.isFrozen(api.DROPLET_STATUSES)).toBe(true)
+  })
+})
