@@ -88,7 +88,7 @@ export interface DatabaseConfig {
   connection?: string | ConnectionOptions
   /** Pool settings. */
   pool?: PoolConfig
-  /** Where the library logs pool errors and lifecycle events. Nothing is logged when omitted. */
+  /** Where the library logs lifecycle events and knex's own warnings. Nothing is logged when omitted. */
   logger?: Logger
   /** `application_name` of every connection, shown in `pg_stat_activity`. Default `wincloud-data`. */
   applicationName?: string

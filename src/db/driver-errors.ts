@@ -74,7 +74,7 @@ export function toDataError(error: unknown): unknown {
     case '23505': {
       const columns = keyColumns(native.detail)
       mapped = new ConflictError(
-        `A ${table ?? 'row'} with the same ${columns.join(', ') || 'key'} already exists (${constraint ?? 'unique constraint'}).`,
+        `A row of ${table ?? 'the table'} with the same ${columns.join(', ') || 'key'} already exists (${constraint ?? 'unique constraint'}).`,
         'unique',
         table,
         columns,
@@ -86,12 +86,17 @@ export function toDataError(error: unknown): unknown {
     case '23503': {
       const columns = keyColumns(native.detail)
       const stillReferenced = typeof native.detail === 'string' && native.detail.includes('is still referenced')
+      // On delete, PostgreSQL reports the referencing table; the row that cannot go is in the one the message names.
+      const referenced = /on table "([^"]+)" violates/.exec(
+        typeof native.message === 'string' ? native.message : '',
+      )?.[1]
+      const subject = stillReferenced ? (referenced ?? table) : table
       mapped = new ConflictError(
         stillReferenced
-          ? `The ${table ?? 'row'} row is still referenced by other rows (${constraint ?? 'foreign key'}).`
+          ? `The ${subject ?? ''} row is still referenced from ${table ?? 'another table'} (${constraint ?? 'foreign key'}).`
           : `${columns.join(', ') || 'A reference'} of ${table ?? 'the row'} points to a row that does not exist (${constraint ?? 'foreign key'}).`,
         'foreign-key',
-        table,
+        subject,
         columns,
         constraint,
         options,

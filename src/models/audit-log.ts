@@ -48,6 +48,6 @@ export class AuditLog extends BaseModel {
   }
 
   override $beforeUpdate(): void {
-    // Audit rows have no updatedAt; the database refuses updates to them anyway.
+    // Audit rows have no updatedAt: they are written once and never changed.
   }
 }

@@ -166,7 +166,9 @@ describe('models', () => {
     await db.model(Droplet).query().insert({ userId: owner.id, name: 'keep', region: 'nyc3', size: 's' })
     await expect(db.model(User).query().deleteById(owner.id)).rejects.toMatchObject({
       kind: 'foreign-key',
-      message: expect.stringContaining('still referenced'),
+      table: 'users',
+      columns: ['id'],
+      message: expect.stringMatching(/^The users row is still referenced from droplets \(/),
     })
   })
 
