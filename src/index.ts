@@ -10,6 +10,21 @@ export type { DatabaseConfig, ConnectionOptions, PoolConfig, EmbeddedConfig, Log
 export { BaseModel, BaseQueryBuilder, User, Droplet, AuditLog, DROPLET_STATUSES } from './models/index.js'
 export type { DropletStatus } from './models/index.js'
 
+export { Scope } from './access/scope.js'
+export type { ScopedRepository, ListOptions, RequestMeta } from './access/scope.js'
+export { definePolicy, ownedBy, DEFAULT_ROLES } from './access/policy.js'
+export type {
+  Actor,
+  AccessAction,
+  AccessLevel,
+  OwnerRule,
+  Policy,
+  PolicyDefinition,
+  RolePermissions,
+} from './access/policy.js'
+export { FILTER_LIMITS } from './access/filter-compiler.js'
+export type { Filter, FieldOperators, FilterValue, LikePattern, ColumnType } from './access/filter-compiler.js'
+
 export { migrationSource, MIGRATIONS_TABLE } from './migrations/index.js'
 export type { LibraryMigration } from './migrations/index.js'
 

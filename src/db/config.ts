@@ -1,4 +1,5 @@
-import { ConfigError } from '../errors.js'
+import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../access/policy.js'
+import { ConfigError, isDataError } from '../errors.js'
 
 /**
  * A pino-compatible logger: each method takes a plain object of fields and a message. `console` works too.
@@ -94,6 +95,11 @@ export interface DatabaseConfig {
   applicationName?: string
   /** Embedded PostgreSQL settings; only used when `connection` is omitted. */
   embedded?: EmbeddedConfig
+  /**
+   * Roles and their default access, merged over `DEFAULT_ROLES` (`admin`: everything, `user`: own rows). A
+   * model's policy can override a role for that model.
+   */
+  roles?: Record<string, RolePermissions>
 }
 
 /** @internal */
@@ -103,6 +109,7 @@ export interface ResolvedConfig {
   readonly logger: Logger | undefined
   readonly applicationName: string
   readonly embedded: EmbeddedConfig
+  readonly roles: Readonly<Record<string, RolePermissions>>
 }
 
 const PLANNED: Record<string, string> = {
@@ -110,11 +117,10 @@ const PLANNED: Record<string, string> = {
   encryption: 'encrypted columns',
   slowQueryMs: 'query timing',
   rls: 'row-level security',
-  roles: 'custom roles',
   cache: 'the Redis cache',
 }
 
-const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded'])
+const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded', 'roles'])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -239,8 +245,25 @@ export function parseConfig(input: unknown): ResolvedConfig {
     throw new ConfigError('embedded', 'only applies when connection is omitted.')
   }
 
+  const roles: Record<string, RolePermissions> = { ...DEFAULT_ROLES }
+  if (input.roles !== undefined) {
+    if (!isPlainObject(input.roles)) throw new ConfigError('roles', 'must be an object of role names.')
+    for (const [role, permissions] of Object.entries(input.roles)) {
+      if (!/^[a-z][a-z0-9_-]{0,31}$/.test(role) || role === SYSTEM_ROLE) {
+        throw new ConfigError(`roles.${role}`, 'is not a usable role name (lower-case letters, digits, _ and -).')
+      }
+      try {
+        roles[role] = checkPermissions(permissions, `roles.${role}`)
+      } catch (error) {
+        if (!isDataError(error)) throw error
+        throw new ConfigError(`roles.${role}`, "must map read, create, update, delete to 'all', 'own' or 'none'.")
+      }
+    }
+  }
+
   return Object.freeze({
     connection,
+    roles: Object.freeze(roles),
     pool: Object.freeze(pool),
     logger: parseLogger(input.logger),
     applicationName,

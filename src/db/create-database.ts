@@ -1,5 +1,7 @@
 import { knex as createKnex, type Knex } from 'knex'
 import type { Model } from 'objection'
+import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
+import type { Actor } from '../access/policy.js'
 import { isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
@@ -100,7 +102,18 @@ export interface Database {
   /** Development seeding. */
   readonly seed: Seeder
   /**
-   * A model class bound to this database, so its queries use this database's pool. Two databases in one process
+   * The scope of one actor (a user or `{ id, role }`) for one request: its repositories see and change only what
+   * the actor's role may. Inactive users are refused.
+   */
+  scope(actor: Actor, meta?: RequestMeta): Scope
+  /**
+   * A scope that sees and changes everything, for jobs and maintenance; `reason` says why (for the audit trail).
+   * It is the only way past the access rules besides the raw `knex` and `model()` handles.
+   */
+  system(reason: string): Scope
+  /**
+   * A model class bound to this database, unscoped: it sees every row. Prefer `scope(actor).repo(Model)` for
+   * anything done on behalf of a user. so its queries use this database's pool. Two databases in one process
    * each get their own bound classes and share no state.
    */
   model<M extends typeof Model>(modelClass: M): M
@@ -149,10 +162,16 @@ class DatabaseHandle implements Database {
   readonly migrate: Migrator
   readonly seed: Seeder
   readonly #server: EmbeddedServer | undefined
+  readonly #scopeEnv: ScopeEnvironment
   #closing: Promise<void> | undefined
 
-  constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined) {
+  constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined, config: ResolvedConfig) {
     this.knex = knex
+    this.#scopeEnv = Object.freeze({
+      knex,
+      roles: config.roles,
+      bind: <C extends typeof Model>(m: C): C => m.bindKnex<C>(knex),
+    })
     this.connectionInfo = connectionInfo
     this.embedded = server !== undefined
     this.#server = server
@@ -192,6 +211,14 @@ class DatabaseHandle implements Database {
 
   model<M extends typeof Model>(modelClass: M): M {
     return modelClass.bindKnex<M>(this.knex)
+  }
+
+  scope(actor: Actor, meta?: RequestMeta): Scope {
+    return createScope(this.#scopeEnv, actor, meta)
+  }
+
+  system(reason: string): Scope {
+    return createSystemScope(this.#scopeEnv, reason)
   }
 
   close(): Promise<void> {
@@ -247,5 +274,5 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
   }
   resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')
-  return new DatabaseHandle(knex, connectionInfo, server)
+  return new DatabaseHandle(knex, connectionInfo, server, resolved)
 }

@@ -1,4 +1,6 @@
 import type { JSONSchema } from 'objection'
+import type { ColumnType } from '../access/filter-compiler.js'
+import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
 import { uuidv7 } from '../internal/uuid.js'
 
@@ -33,6 +35,22 @@ export class AuditLog extends BaseModel {
       metadata: { type: 'object', default: {} },
     },
   }
+
+  /** Admins read every entry, users the entries where they are the actor; nobody edits one through a scope. */
+  static override policy: Policy = definePolicy({
+    owner: ownedBy('actorId'),
+    roles: { admin: { read: 'all' }, user: { read: 'own' } },
+  })
+
+  static override filterable: Readonly<Record<string, ColumnType>> = {
+    actorId: 'uuid',
+    action: 'string',
+    entityType: 'string',
+    entityId: 'string',
+    createdAt: 'timestamp',
+  }
+
+  static override sortable: readonly string[] = ['createdAt']
 
   declare actorId: string | null
   declare actorRole: string | null

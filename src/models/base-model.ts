@@ -4,8 +4,13 @@ import {
   snakeCaseMappers,
   type CreateValidationErrorArgs,
   type JSONSchema,
+  type ModelOptions,
+  type QueryContext,
   type Validator,
 } from 'objection'
+import { checkScopedWrite, scopeOf } from '../access/enforce.js'
+import type { ColumnType } from '../access/filter-compiler.js'
+import type { Policy } from '../access/policy.js'
 import addFormats from 'ajv-formats'
 import { uuidv7 } from '../internal/uuid.js'
 import { ValidationError, type ValidationDetail } from '../errors.js'
@@ -70,6 +75,18 @@ export class BaseModel extends Model {
   static override columnNameMappers = snakeCaseMappers()
   static override useLimitInFirst = true
 
+  /**
+   * Who may do what to rows of this model (see `definePolicy`). Without one, only admins and `db.system()` reach
+   * the model.
+   */
+  static policy: Policy | undefined = undefined
+  /** Properties callers may filter on, with their types. Anything else in a filter is a ValidationError. */
+  static filterable: Readonly<Record<string, ColumnType>> | undefined = undefined
+  /** Properties callers may sort by. */
+  static sortable: readonly string[] | undefined = undefined
+  /** The sort of lists that ask for none (default: newest first when `createdAt` is sortable). */
+  static defaultSort: readonly string[] | undefined = undefined
+
   /** The JSON-schema properties of `id`, `createdAt` and `updatedAt`, to spread into a subclass's schema. */
   static readonly baseProperties = baseProperties
 
@@ -96,14 +113,18 @@ export class BaseModel extends Model {
     return new ValidationError(message, details)
   }
 
-  override $beforeInsert(): void {
+  override $beforeInsert(context: QueryContext): void {
+    const scope = scopeOf(context)
+    if (scope !== undefined) checkScopedWrite(this as never, scope, 'create')
     if (this.id === undefined || this.id === null) this.id = uuidv7()
     const now = new Date()
     if (this.createdAt === undefined) this.createdAt = now
     if (this.updatedAt === undefined) this.updatedAt = now
   }
 
-  override $beforeUpdate(): void {
+  override $beforeUpdate(_options: ModelOptions, context: QueryContext): void {
+    const scope = scopeOf(context)
+    if (scope !== undefined) checkScopedWrite(this as never, scope, 'update')
     this.updatedAt = new Date()
   }
 }

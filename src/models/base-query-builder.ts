@@ -1,5 +1,11 @@
+import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
+import { scopeKnexQuery, scopeOf } from '../access/enforce.js'
 import { toDataError } from '../db/driver-errors.js'
+
+type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
+const objectionExecuteOnBuildKnex = (QueryBuilder.prototype as unknown as { executeOnBuildKnex: BuildKnex })
+  .executeOnBuildKnex
 
 /**
  * The query builder of every library model. It behaves exactly like objection's, except that database errors
@@ -17,6 +23,19 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
   declare MaybeSingleQueryBuilderType: BaseQueryBuilder<M, M | undefined>
   declare NumberQueryBuilderType: BaseQueryBuilder<M, number>
   declare PageQueryBuilderType: BaseQueryBuilder<M, Page<M>>
+
+  /**
+   * objection calls this once per build of a knex query, for root and eager child queries alike: the place where a
+   * scope in the query context narrows the query to the rows it may touch.
+   *
+   * @internal
+   */
+  executeOnBuildKnex(knexBuilder: Knex.QueryBuilder): Knex.QueryBuilder {
+    const built = objectionExecuteOnBuildKnex.call(this, knexBuilder)
+    const scope = scopeOf(this.context())
+    if (scope !== undefined) scopeKnexQuery(this, built, scope)
+    return built
+  }
 
   override async execute(): Promise<R> {
     try {

@@ -1,4 +1,6 @@
 import type { JSONSchema, RelationMappings } from 'objection'
+import type { ColumnType } from '../access/filter-compiler.js'
+import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
 import { User } from './user.js'
 
@@ -61,6 +63,23 @@ export class Droplet extends BaseModel {
       },
     },
   }
+
+  /** Users reach their own droplets; admins every droplet. */
+  static override policy: Policy = definePolicy({ owner: ownedBy('userId') })
+
+  static override filterable: Readonly<Record<string, ColumnType>> = {
+    id: 'uuid',
+    userId: 'uuid',
+    name: 'string',
+    region: 'string',
+    size: 'string',
+    status: { enum: DROPLET_STATUSES },
+    ipAddress: 'inet',
+    createdAt: 'timestamp',
+    updatedAt: 'timestamp',
+  }
+
+  static override sortable: readonly string[] = ['createdAt', 'updatedAt', 'name', 'region', 'size', 'status']
 
   static override relationMappings = (): RelationMappings => ({
     owner: {

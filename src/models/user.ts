@@ -1,4 +1,6 @@
 import type { JSONSchema, Pojo, RelationMappings } from 'objection'
+import type { ColumnType } from '../access/filter-compiler.js'
+import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
 import { Droplet } from './droplet.js'
 
@@ -35,6 +37,27 @@ export class User extends BaseModel {
       preferences: { type: 'object', default: {} },
     },
   }
+
+  /**
+   * A user reads and updates their own row, but never its role, active flag or password hash; admins do
+   * everything.
+   */
+  static override policy: Policy = definePolicy({
+    owner: ownedBy('id'),
+    roles: { user: { read: 'own', update: 'own' } },
+    restrictedFields: ['role', 'isActive', 'passwordHash'],
+  })
+
+  static override filterable: Readonly<Record<string, ColumnType>> = {
+    id: 'uuid',
+    email: 'string',
+    username: 'string',
+    role: 'string',
+    isActive: 'boolean',
+    createdAt: 'timestamp',
+  }
+
+  static override sortable: readonly string[] = ['createdAt', 'email', 'username']
 
   static override relationMappings = (): RelationMappings => ({
     droplets: {

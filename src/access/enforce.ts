@@ -1,0 +1,127 @@
+import type { Knex } from 'knex'
+import type { Model } from 'objection'
+import { ForbiddenError, ValidationError } from '../errors.js'
+import { modelAccess, quoteIdentifier } from './model-access.js'
+import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from './policy.js'
+
+/** The query-context key under which a scope travels with every query, eager child queries included. @internal */
+export const SCOPE_KEY = '@wincloud/data:scope'
+
+/**
+ * What a query needs to know about the scope it runs in.
+ *
+ * @internal
+ */
+export interface ScopeContext {
+  readonly role: string
+  /** The acting user's id; undefined for `db.system()`. */
+  readonly actorId: string | undefined
+  readonly roles: Readonly<Record<string, RolePermissions>>
+}
+
+/** @internal */
+export function scopeOf(context: unknown): ScopeContext | undefined {
+  if (typeof context !== 'object' || context === null) return undefined
+  return (context as Record<string, ScopeContext | undefined>)[SCOPE_KEY]
+}
+
+/**
+ * The access level of a scope for an action on a model, or a ForbiddenError when it has none.
+ *
+ * @internal
+ */
+export function requireAccess(scope: ScopeContext, modelClass: typeof Model, action: AccessAction): AccessLevel {
+  const access = modelAccess(modelClass)
+  const level = accessLevel(access.policy, scope.roles, scope.role, action)
+  if (level === 'none') throw new ForbiddenError(action, access.name)
+  return level
+}
+
+/** The part of an objection query builder that scoping reads. @internal */
+export interface ScopedBuilder {
+  modelClass(): unknown
+  tableRefFor(modelClass: never): string
+  isInsert(): boolean
+  isUpdate(): boolean
+  isDelete(): boolean
+}
+
+interface KnexStatement {
+  grouping: string
+}
+interface KnexBuilderInternals {
+  _statements: KnexStatement[]
+  _single: { table?: unknown }
+}
+
+/**
+ * Narrows a knex query built by objection to the rows the scope may touch with its action: the caller's where
+ * clauses are wrapped in parentheses and the owner condition is ANDed outside them, so no `or` can widen the
+ * scope. Joins, unions, CTEs and other tables are refused for scopes that see only their own rows.
+ *
+ * @internal
+ */
+export function scopeKnexQuery(builder: ScopedBuilder, knexBuilder: Knex.QueryBuilder, scope: ScopeContext): void {
+  const modelClass = builder.modelClass() as typeof Model
+  const action: AccessAction = builder.isInsert()
+    ? 'create'
+    : builder.isUpdate()
+      ? 'update'
+      : builder.isDelete()
+        ? 'delete'
+        : 'read'
+  const level = requireAccess(scope, modelClass, action)
+  if (level === 'all' || action === 'create') return
+
+  const access = modelAccess(modelClass)
+  const internals = knexBuilder as unknown as KnexBuilderInternals
+  const refused = internals._statements.find(
+    (s) => s.grouping === 'join' || s.grouping === 'union' || s.grouping === 'with',
+  )
+  if (refused !== undefined || (internals._single.table !== undefined && internals._single.table !== access.table)) {
+    throw new ValidationError(
+      `A scoped ${access.name} query may not use ${refused?.grouping ?? 'another table'}; ` +
+        'load related rows with withGraphFetched, which applies their own policy.',
+      [{ field: 'query', message: 'joins, unions, CTEs and other tables are not allowed in scoped queries' }],
+    )
+  }
+  const wheres = internals._statements.filter((s) => s.grouping === 'where')
+  if (wheres.length > 0) {
+    internals._statements = internals._statements.filter((s) => s.grouping !== 'where')
+    knexBuilder.where(function (this: Knex.QueryBuilder) {
+      ;(this as unknown as KnexBuilderInternals)._statements.push(...wheres)
+    })
+  }
+  const ownerSql = `${quoteIdentifier(builder.tableRefFor(modelClass as never))}.${quoteIdentifier(access.ownerColumn!)}`
+  knexBuilder.whereRaw(`${ownerSql} = ?`, [scope.actorId ?? null])
+}
+
+/**
+ * Checks the values a scoped insert or update writes: a scope with `'own'` access creates rows for its actor only
+ * (an omitted owner is filled in), never moves a row to another owner, and never writes restricted fields.
+ *
+ * @internal
+ */
+export function checkScopedWrite(
+  model: Model & Record<string, unknown>,
+  scope: ScopeContext,
+  action: 'create' | 'update',
+): void {
+  const modelClass = model.constructor as typeof Model
+  const level = requireAccess(scope, modelClass, action)
+  if (level === 'all') return
+  const access = modelAccess(modelClass)
+  const owner = access.ownerProperty!
+  if (action === 'create' && model[owner] === undefined) model[owner] = scope.actorId
+  if (model[owner] !== undefined && model[owner] !== scope.actorId) {
+    throw new ForbiddenError(action === 'create' ? 'create for another user' : 'change the owner of', access.name)
+  }
+  const properties = (modelClass.jsonSchema as { properties?: Record<string, { default?: unknown }> } | undefined)
+    ?.properties
+  for (const field of access.policy?.restrictedFields ?? []) {
+    const value = model[field]
+    // On create, the schema's default (filled in before this hook runs) is not the caller writing the field.
+    const isDefault = action === 'create' && value === properties?.[field]?.default
+    if (value !== undefined && !isDefault) throw new ForbiddenError(`set ${field} of`, access.name)
+  }
+}

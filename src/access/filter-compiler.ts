@@ -1,0 +1,404 @@
+import { isIP } from 'node:net'
+import { ValidationError } from '../errors.js'
+
+/**
+ * The type of a filterable or sortable property; it decides which operators apply and which values are accepted.
+ *
+ * @example
+ * ```ts
+ * static override filterable: Readonly<Record<string, ColumnType>> = {
+ *   status: { enum: ['building', 'active'] },
+ *   createdAt: 'timestamp',
+ * }
+ * ```
+ */
+export type ColumnType =
+  'string' | 'uuid' | 'integer' | 'boolean' | 'timestamp' | 'inet' | { readonly enum: readonly string[] }
+
+/**
+ * The `like` / `ilike` forms. The text is matched literally: `%` and `_` in it are escaped.
+ *
+ * @example
+ * ```ts
+ * const byPrefix: LikePattern = { startsWith: 'web-' }
+ * ```
+ */
+export type LikePattern = { startsWith: string } | { contains: string } | { endsWith: string }
+
+/**
+ * The operators of one property. Several operators on one property are ANDed.
+ *
+ * @example
+ * ```ts
+ * const recent: FieldOperators = { gte: '2026-01-01T00:00:00Z', lt: new Date() }
+ * ```
+ */
+export interface FieldOperators {
+  eq?: FilterValue
+  /** Not equal; rows whose value is NULL match. */
+  ne?: FilterValue
+  in?: readonly FilterValue[]
+  /** Not in the list; rows whose value is NULL match. */
+  notIn?: readonly FilterValue[]
+  lt?: FilterValue
+  lte?: FilterValue
+  gt?: FilterValue
+  gte?: FilterValue
+  between?: readonly [FilterValue, FilterValue]
+  isNull?: boolean
+  like?: LikePattern
+  ilike?: LikePattern
+}
+
+/**
+ * A value in a filter: a string, number, boolean or Date (timestamps as Date or ISO 8601 strings).
+ *
+ * @example
+ * ```ts
+ * const since: FilterValue = new Date('2026-01-01')
+ * ```
+ */
+export type FilterValue = string | number | boolean | Date
+
+/**
+ * A filter: properties with a value (equality), `null` (is null) or operators, combined with `and`, `or` and
+ * `not`. Only properties the model lists in `static filterable` may appear.
+ *
+ * @example
+ * ```ts
+ * const filter: Filter = {
+ *   status: { in: ['active', 'building'] },
+ *   or: [{ name: { ilike: { startsWith: 'web' } } }, { region: 'nyc3' }],
+ *   not: { ipAddress: null },
+ * }
+ * ```
+ */
+export interface Filter {
+  and?: readonly Filter[]
+  or?: readonly Filter[]
+  not?: Filter
+  [property: string]: FilterValue | null | FieldOperators | readonly Filter[] | Filter | undefined
+}
+
+/** Limits that keep a filter from becoming a denial of service. */
+export const FILTER_LIMITS = Object.freeze({ depth: 6, conditions: 64, listLength: 1_000, stringLength: 4_096 })
+
+/** A property as the compiler sees it. @internal */
+export interface FilterColumn {
+  readonly sql: string
+  readonly type: ColumnType
+}
+
+/** The result of walking a filter: a key for its shape, and its values in order. @internal */
+export interface FilterWalk {
+  readonly shape: string
+  readonly bindings: unknown[]
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/
+
+const OPERATORS: Record<string, ReadonlySet<string>> = {
+  string: new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull', 'like', 'ilike']),
+  uuid: new Set(['eq', 'ne', 'in', 'notIn', 'isNull']),
+  enum: new Set(['eq', 'ne', 'in', 'notIn', 'isNull']),
+  integer: new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull']),
+  timestamp: new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull']),
+  boolean: new Set(['eq', 'ne', 'isNull']),
+  inet: new Set(['eq', 'ne', 'in', 'notIn', 'isNull']),
+}
+
+const ARRAY_TYPES: Record<string, string> = {
+  string: 'text[]',
+  enum: 'text[]',
+  uuid: 'uuid[]',
+  integer: 'int8[]',
+  timestamp: 'timestamptz[]',
+  inet: 'inet[]',
+}
+
+const typeName = (type: ColumnType): string => (typeof type === 'string' ? type : 'enum')
+
+function invalid(field: string, message: string): never {
+  throw new ValidationError(`Invalid filter: ${field} ${message}.`, [{ field, message, keyword: 'filter' }])
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Date) return false
+  const proto = Object.getPrototypeOf(value) as unknown
+  return proto === Object.prototype || proto === null
+}
+
+/**
+ * Checks one value against a column type and returns what is bound for it. Never echoes the value in errors.
+ *
+ * @internal
+ */
+export function checkValue(type: ColumnType, value: unknown, field: string): unknown {
+  switch (typeName(type)) {
+    case 'string':
+      if (typeof value !== 'string') invalid(field, 'must be a string')
+      if (value.length > FILTER_LIMITS.stringLength)
+        invalid(field, `must be at most ${FILTER_LIMITS.stringLength} characters`)
+      if (value.includes('\u0000')) invalid(field, 'must not contain NUL characters')
+      return value
+    case 'uuid':
+      if (typeof value !== 'string' || !UUID.test(value)) invalid(field, 'must be a UUID')
+      return value.toLowerCase()
+    case 'enum': {
+      const allowed = (type as { enum: readonly string[] }).enum
+      if (typeof value !== 'string' || !allowed.includes(value)) invalid(field, `must be one of: ${allowed.join(', ')}`)
+      return value
+    }
+    case 'integer':
+      if (typeof value !== 'number' || !Number.isSafeInteger(value)) invalid(field, 'must be an integer')
+      return value
+    case 'boolean':
+      if (typeof value !== 'boolean') invalid(field, 'must be true or false')
+      return value
+    case 'timestamp':
+      if (value instanceof Date) {
+        if (Number.isNaN(value.getTime())) invalid(field, 'must be a valid date')
+        return value.toISOString()
+      }
+      if (
+        typeof value !== 'string' ||
+        !ISO_TIMESTAMP.test(value) ||
+        Number.isNaN(Date.parse(value.replace(' ', 'T')))
+      ) {
+        invalid(field, 'must be a Date or an ISO 8601 timestamp')
+      }
+      return value
+    case 'inet':
+      if (typeof value !== 'string' || value.length > 64 || isIP(value) === 0) invalid(field, 'must be an IP address')
+      return value
+    default:
+      return invalid(field, 'has an unknown type')
+  }
+}
+
+const escapeLike = (text: string): string => text.replace(/[\\%_]/g, (c) => `\\${c}`)
+
+function likeValue(pattern: unknown, field: string): { form: string; value: string } {
+  if (!isPlainObject(pattern)) invalid(field, 'must be { startsWith }, { contains } or { endsWith }')
+  const keys = Object.keys(pattern)
+  const form = keys[0]
+  if (keys.length !== 1 || (form !== 'startsWith' && form !== 'contains' && form !== 'endsWith')) {
+    invalid(field, 'must be { startsWith }, { contains } or { endsWith }')
+  }
+  const text = checkValue('string', pattern[form], `${field}.${form}`) as string
+  const escaped = escapeLike(text)
+  const value = form === 'startsWith' ? `${escaped}%` : form === 'endsWith' ? `%${escaped}` : `%${escaped}%`
+  return { form, value }
+}
+
+/**
+ * Compiles filters to parameterized SQL for one model. `walk()` checks a filter and extracts its shape and values
+ * on every call; `sql()` turns a shape into SQL text once, and the caller caches it by shape. Column names come
+ * only from the model's whitelist; every value is a bind parameter.
+ *
+ * @internal
+ */
+export class FilterCompiler {
+  readonly #columns: ReadonlyMap<string, FilterColumn>
+  readonly #sqlByShape = new Map<string, string>()
+
+  constructor(columns: ReadonlyMap<string, FilterColumn>) {
+    this.#columns = columns
+  }
+
+  /** Checks a filter; throws a ValidationError for anything not allowed, before any SQL exists. */
+  walk(filter: unknown): FilterWalk {
+    const bindings: unknown[] = []
+    const counter = { conditions: 0 }
+    if (filter === undefined) return { shape: '', bindings }
+    const shape = this.#walkGroup(filter, 'filter', 0, bindings, counter)
+    return { shape, bindings }
+  }
+
+  /** The SQL condition for a shape from {@link walk}, with `?` placeholders; `''` for no filter. */
+  sql(shape: string): string {
+    if (shape === '') return ''
+    let sql = this.#sqlByShape.get(shape)
+    if (sql === undefined) {
+      sql = this.#compile(shape)
+      if (this.#sqlByShape.size < 10_000) this.#sqlByShape.set(shape, sql)
+    }
+    return sql
+  }
+
+  #walkGroup(
+    filter: unknown,
+    path: string,
+    depth: number,
+    bindings: unknown[],
+    counter: { conditions: number },
+  ): string {
+    if (depth > FILTER_LIMITS.depth) invalid(path, `nests deeper than ${FILTER_LIMITS.depth} levels`)
+    if (!isPlainObject(filter)) invalid(path, 'must be an object')
+    const parts: string[] = []
+    for (const key of Object.keys(filter)) {
+      const value = filter[key]
+      if (value === undefined) continue
+      const at = `${path}.${key}`
+      if (key === 'and' || key === 'or') {
+        if (!Array.isArray(value)) invalid(at, 'must be an array of filters')
+        if (value.length > FILTER_LIMITS.conditions) invalid(at, `has more than ${FILTER_LIMITS.conditions} filters`)
+        const inner = value.map((item, i) => this.#walkGroup(item, `${at}[${i}]`, depth + 1, bindings, counter))
+        parts.push(`${key}(${inner.join(',')})`)
+      } else if (key === 'not') {
+        parts.push(`not(${this.#walkGroup(value, at, depth + 1, bindings, counter)})`)
+      } else {
+        parts.push(this.#walkField(key, value, at, bindings, counter))
+      }
+    }
+    return `{${parts.join(';')}}`
+  }
+
+  #walkField(key: string, value: unknown, path: string, bindings: unknown[], counter: { conditions: number }): string {
+    const column = this.#columns.get(key)
+    if (column === undefined) invalid(path, 'is not a filterable property')
+    const count = (): void => {
+      counter.conditions += 1
+      if (counter.conditions > FILTER_LIMITS.conditions) {
+        invalid(path, `makes the filter longer than ${FILTER_LIMITS.conditions} conditions`)
+      }
+    }
+    if (value === null) {
+      count()
+      return `${key}:isNull=1`
+    }
+    if (!isPlainObject(value)) {
+      if (Array.isArray(value)) invalid(path, 'is a list; use { in: [...] }')
+      count()
+      bindings.push(checkValue(column.type, value, path))
+      return `${key}:eq`
+    }
+    const allowed = OPERATORS[typeName(column.type)]!
+    const ops: string[] = []
+    const operators = Object.keys(value)
+    if (operators.length === 0) invalid(path, 'has no operator')
+    for (const op of operators) {
+      const operand = value[op]
+      const at = `${path}.${op}`
+      if (!allowed.has(op)) invalid(at, `is not an operator for ${typeName(column.type)} properties`)
+      count()
+      switch (op) {
+        case 'in':
+        case 'notIn': {
+          if (!Array.isArray(operand)) invalid(at, 'must be an array')
+          if (operand.length > FILTER_LIMITS.listLength) invalid(at, `has more than ${FILTER_LIMITS.listLength} values`)
+          bindings.push(operand.map((item, i) => checkValue(column.type, item, `${at}[${i}]`)))
+          ops.push(op)
+          break
+        }
+        case 'between': {
+          if (!Array.isArray(operand) || operand.length !== 2) invalid(at, 'must be [low, high]')
+          bindings.push(
+            checkValue(column.type, operand[0], `${at}[0]`),
+            checkValue(column.type, operand[1], `${at}[1]`),
+          )
+          ops.push(op)
+          break
+        }
+        case 'isNull':
+          if (typeof operand !== 'boolean') invalid(at, 'must be true or false')
+          ops.push(`isNull=${operand ? 1 : 0}`)
+          break
+        case 'like':
+        case 'ilike': {
+          const { value: pattern } = likeValue(operand, at)
+          bindings.push(pattern)
+          ops.push(op)
+          break
+        }
+        default:
+          if (operand === null) invalid(at, 'must not be null; use { isNull: true }')
+          if (Array.isArray(operand)) invalid(at, 'is a list; use { in: [...] }')
+          bindings.push(checkValue(column.type, operand, at))
+          ops.push(op)
+      }
+    }
+    return `${key}:${ops.join(',')}`
+  }
+
+  #compile(shape: string): string {
+    let pos = 0
+    const expect = (char: string): void => {
+      if (shape[pos] !== char) throw new Error(`filter shape: expected ${char} at ${pos}`)
+      pos += 1
+    }
+    const readUntil = (stops: string): string => {
+      const start = pos
+      while (pos < shape.length && !stops.includes(shape[pos]!)) pos += 1
+      return shape.slice(start, pos)
+    }
+    const group = (): string => {
+      expect('{')
+      const parts: string[] = []
+      while (shape[pos] !== '}') {
+        if (shape.startsWith('and(', pos) || shape.startsWith('or(', pos)) {
+          const joiner = shape.startsWith('and(', pos) ? ' and ' : ' or '
+          pos += joiner === ' and ' ? 4 : 3
+          const inner: string[] = []
+          while (shape[pos] !== ')') {
+            inner.push(group())
+            if (shape[pos] === ',') pos += 1
+          }
+          expect(')')
+          parts.push(inner.length === 0 ? (joiner === ' and ' ? 'true' : 'false') : `(${inner.join(joiner)})`)
+        } else if (shape.startsWith('not(', pos)) {
+          pos += 4
+          const inner = group()
+          expect(')')
+          // `is not true` keeps two-valued logic: a comparison with NULL counts as false, so its negation is true.
+          parts.push(`((${inner}) is not true)`)
+        } else {
+          const key = readUntil(':')
+          expect(':')
+          const ops = readUntil(';}').split(',')
+          const column = this.#columns.get(key)!
+          for (const op of ops) parts.push(this.#condition(column, op))
+        }
+        if (shape[pos] === ';') pos += 1
+      }
+      expect('}')
+      return parts.length === 0 ? 'true' : parts.length === 1 ? parts[0]! : `(${parts.join(' and ')})`
+    }
+    return group()
+  }
+
+  #condition(column: FilterColumn, op: string): string {
+    const c = column.sql
+    switch (op) {
+      case 'eq':
+        return `${c} = ?`
+      case 'ne':
+        return `${c} is distinct from ?`
+      case 'lt':
+        return `${c} < ?`
+      case 'lte':
+        return `${c} <= ?`
+      case 'gt':
+        return `${c} > ?`
+      case 'gte':
+        return `${c} >= ?`
+      case 'between':
+        return `${c} between ? and ?`
+      case 'in':
+        return `${c} = any(?::${ARRAY_TYPES[typeName(column.type)]})`
+      case 'notIn':
+        return `((${c} = any(?::${ARRAY_TYPES[typeName(column.type)]})) is not true)`
+      case 'isNull=1':
+        return `${c} is null`
+      case 'isNull=0':
+        return `${c} is not null`
+      case 'like':
+        return `${c} like ? escape '\\'`
+      case 'ilike':
+        return `${c} ilike ? escape '\\'`
+      default:
+        throw new Error(`filter shape: unknown operator ${op}`)
+    }
+  }
+}

@@ -1,0 +1,393 @@
+import type { Knex } from 'knex'
+import type { Model, PartialModelObject } from 'objection'
+import { toDataError } from '../db/driver-errors.js'
+import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js'
+import type { BaseModel } from '../models/base-model.js'
+import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
+import type { Filter } from './filter-compiler.js'
+import { compileSort, modelAccess, type ModelAccess } from './model-access.js'
+import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
+
+/**
+ * Request metadata that travels with a scope (and into audit rows once auditing lands).
+ *
+ * @example
+ * ```ts
+ * const scope = db.scope(user, { ip: req.ip, userAgent: req.get('user-agent'), requestId: req.id })
+ * ```
+ */
+export interface RequestMeta {
+  readonly ip?: string
+  readonly userAgent?: string
+  readonly requestId?: string
+}
+
+/**
+ * Options of {@link ScopedRepository.list}.
+ *
+ * @example
+ * ```ts
+ * const options: ListOptions = { filter: { status: 'active' }, sort: ['-createdAt'], limit: 20 }
+ * ```
+ */
+export interface ListOptions {
+  /** Which rows, on the model's `filterable` properties. ANDed with the scope: it can never widen it. */
+  readonly filter?: Filter
+  /** Properties from the model's `sortable`, `-` for descending. The id is always the last tie-breaker. */
+  readonly sort?: readonly string[]
+  /** How many rows, 1 to 100. Default 20. */
+  readonly limit?: number
+}
+
+/**
+ * One model's rows as one scope may see and change them. Rows outside the scope do not exist for it: reads
+ * miss them, and updates and deletes of them are {@link NotFoundError}s, so existence does not leak.
+ *
+ * @example
+ * ```ts
+ * const droplets = scope.repo(Droplet)
+ * const mine = await droplets.list({ filter: { status: { in: ['active', 'building'] } }, sort: ['-createdAt'] })
+ * const one = await droplets.getById(req.params.id) // NotFoundError when missing or someone else's
+ * await droplets.update(one.id, { status: 'stopped' })
+ * ```
+ */
+export interface ScopedRepository<M extends BaseModel> {
+  /** The row, or undefined when it does not exist or is outside the scope. */
+  findById(id: string): Promise<M | undefined>
+  /** The row, or a {@link NotFoundError} when it does not exist or is outside the scope. */
+  getById(id: string): Promise<M>
+  /** Rows matching the filter within the scope, sorted and limited. */
+  list(options?: ListOptions): Promise<M[]>
+  /** How many rows match the filter within the scope. */
+  count(filter?: Filter): Promise<number>
+  /** Inserts a row. A scope with `own` create access always owns it; only `all` may set another owner. */
+  create(data: PartialModelObject<M>): Promise<M>
+  /** Patches a row in the scope and returns it; NotFoundError outside the scope. */
+  update(id: string, patch: PartialModelObject<M>): Promise<M>
+  /** Deletes a row in the scope; NotFoundError outside the scope. */
+  delete(id: string): Promise<void>
+  /**
+   * An objection query builder already narrowed to the scope for whatever it does (select, patch, delete;
+   * related rows fetched with `withGraphFetched` get their own model's policy). Joins, unions and CTEs are
+   * refused for scopes limited to their own rows.
+   */
+  query(): M['QueryBuilderType']
+}
+
+/** Shared by every scope of one database. @internal */
+export interface ScopeEnvironment {
+  readonly knex: Knex
+  readonly roles: Readonly<Record<string, RolePermissions>>
+  bind<C extends typeof Model>(modelClass: C): C
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const MAX_LIMIT = 100
+const DEFAULT_LIMIT = 20
+
+const statementCache = new WeakMap<ModelAccess, Map<string, string>>()
+
+function cachedSql(access: ModelAccess, key: string, build: () => string): string {
+  let byKey = statementCache.get(access)
+  if (byKey === undefined) {
+    byKey = new Map()
+    statementCache.set(access, byKey)
+  }
+  let sql = byKey.get(key)
+  if (sql === undefined) {
+    sql = build()
+    if (byKey.size < 10_000) byKey.set(key, sql)
+  }
+  return sql
+}
+
+function checkListOptions(options: unknown): ListOptions {
+  if (options === undefined) return {}
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ValidationError('List options must be an object.', [{ field: 'options', message: 'must be an object' }])
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== 'filter' && key !== 'sort' && key !== 'limit') {
+      throw new ValidationError(`Unknown list option ${key}.`, [{ field: key, message: 'is not a list option' }])
+    }
+  }
+  return options
+}
+
+function checkLimit(limit: unknown): number {
+  if (limit === undefined) return DEFAULT_LIMIT
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+    throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}.`, [
+      { field: 'limit', message: `must be an integer from 1 to ${MAX_LIMIT}`, keyword: 'range' },
+    ])
+  }
+  return limit
+}
+
+class Repository<M extends BaseModel> implements ScopedRepository<M> {
+  readonly #model: typeof BaseModel
+  readonly #access: ModelAccess
+  readonly #scope: Scope
+  readonly #context: ScopeContext
+  readonly #runner: Knex | Knex.Transaction
+
+  constructor(model: typeof BaseModel, scope: Scope, context: ScopeContext, runner: Knex | Knex.Transaction) {
+    this.#model = model
+    this.#access = modelAccess(model)
+    this.#scope = scope
+    this.#context = context
+    this.#runner = runner
+  }
+
+  /** The scope condition and its binding for reading, as SQL: `'"droplets"."user_id" = ?'` or `''`. */
+  #readScope(): { own: boolean; bindings: unknown[] } {
+    const level = requireAccess(this.#context, this.#model, 'read')
+    return level === 'own' ? { own: true, bindings: [this.#context.actorId] } : { own: false, bindings: [] }
+  }
+
+  async #rows(sql: string, bindings: readonly unknown[]): Promise<M[]> {
+    let result: { rows: Record<string, unknown>[] }
+    try {
+      result = await this.#runner.raw<{ rows: Record<string, unknown>[] }>(sql, bindings as Knex.RawBinding[])
+    } catch (error) {
+      throw toDataError(error)
+    }
+    const model = this.#model
+    return result.rows.map((row) => model.fromDatabaseJson(row) as M)
+  }
+
+  async findById(id: string): Promise<M | undefined> {
+    const scope = this.#readScope()
+    if (typeof id !== 'string' || !UUID.test(id)) return undefined
+    const a = this.#access
+    const sql = cachedSql(a, `byId|${scope.own}`, () =>
+      scope.own
+        ? `select ${a.tableSql}.* from ${a.tableSql} where ${a.ownerSql} = ? and ${a.idSql} = ? limit 1`
+        : `select ${a.tableSql}.* from ${a.tableSql} where ${a.idSql} = ? limit 1`,
+    )
+    const rows = await this.#rows(sql, [...scope.bindings, id])
+    return rows[0]
+  }
+
+  async getById(id: string): Promise<M> {
+    const row = await this.findById(id)
+    if (row === undefined) throw new NotFoundError(this.#access.name, typeof id === 'string' ? id : undefined)
+    return row
+  }
+
+  async list(options?: ListOptions): Promise<M[]> {
+    const { filter, sort, limit } = checkListOptions(options)
+    const scope = this.#readScope()
+    const a = this.#access
+    const walked = a.filters.walk(filter)
+    const order = compileSort(a, sort)
+    const rowLimit = checkLimit(limit)
+    const sql = cachedSql(a, `list|${scope.own}|${walked.shape}|${order.key}`, () => {
+      const conditions = [scope.own ? `${a.ownerSql} = ?` : '', a.filters.sql(walked.shape)].filter((c) => c !== '')
+      const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
+      return `select ${a.tableSql}.* from ${a.tableSql}${where} order by ${order.sql} limit ?`
+    })
+    return this.#rows(sql, [...scope.bindings, ...walked.bindings, rowLimit])
+  }
+
+  async count(filter?: Filter): Promise<number> {
+    const scope = this.#readScope()
+    const a = this.#access
+    const walked = a.filters.walk(filter)
+    const sql = cachedSql(a, `count|${scope.own}|${walked.shape}`, () => {
+      const conditions = [scope.own ? `${a.ownerSql} = ?` : '', a.filters.sql(walked.shape)].filter((c) => c !== '')
+      const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
+      return `select count(*)::int8 as count from ${a.tableSql}${where}`
+    })
+    let result: { rows: { count: string }[] }
+    try {
+      result = await this.#runner.raw<{ rows: { count: string }[] }>(sql, [
+        ...scope.bindings,
+        ...walked.bindings,
+      ] as Knex.RawBinding[])
+    } catch (error) {
+      throw toDataError(error)
+    }
+    return Number(result.rows[0]?.count ?? 0)
+  }
+
+  async create(data: PartialModelObject<M>): Promise<M> {
+    const level = requireAccess(this.#context, this.#model, 'create')
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+      throw new ValidationError('create needs one object.', [{ field: 'data', message: 'must be an object' }])
+    }
+    const owner = this.#access.ownerProperty
+    // The actor owns what it creates: fill the owner in before validation asks for it.
+    const row =
+      level === 'own' && owner !== undefined && (data as Record<string, unknown>)[owner] === undefined
+        ? { ...data, [owner]: this.#context.actorId }
+        : data
+    const inserted = await this.query()
+      .insert(row as never)
+      .returning('*')
+    return inserted as unknown as M
+  }
+
+  async update(id: string, patch: PartialModelObject<M>): Promise<M> {
+    requireAccess(this.#context, this.#model, 'update')
+    if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
+      throw new ValidationError('update needs a patch object.', [{ field: 'patch', message: 'must be an object' }])
+    }
+    if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
+    const updated = (await this.query()
+      .patch(patch as never)
+      .where(`${this.#access.table}.id`, id)
+      .returning('*')) as unknown as M[]
+    if (updated.length === 0) throw new NotFoundError(this.#access.name, id)
+    return updated[0]!
+  }
+
+  async delete(id: string): Promise<void> {
+    requireAccess(this.#context, this.#model, 'delete')
+    if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
+    const deleted = (await this.query().delete().where(`${this.#access.table}.id`, id)) as unknown as number
+    if (deleted === 0) throw new NotFoundError(this.#access.name, id)
+  }
+
+  query(): M['QueryBuilderType'] {
+    return this.#model.query(this.#runner).context({ [SCOPE_KEY]: this.#context })
+  }
+
+  get scope(): Scope {
+    return this.#scope
+  }
+}
+
+/**
+ * Who is acting, for one request or job: every repository obtained from it sees only what its actor may see.
+ * Get one with `db.scope(actor, meta)` (a user) or `db.system(reason)` (jobs; sees everything). A scope is cheap:
+ * make one per request, never share it between requests.
+ *
+ * @example
+ * ```ts
+ * app.get('/droplets', async (req, res) => {
+ *   const scope = db.scope(req.user, { ip: req.ip, requestId: req.id })
+ *   res.json(await scope.repo(Droplet).list({ filter: { status: 'active' } }))
+ * })
+ * ```
+ */
+export class Scope {
+  /** The acting user, or undefined for `db.system()`. */
+  readonly actor: Actor | undefined
+  /** The actor's role, or `'system'`. */
+  readonly role: string
+  /** Why a system scope exists (for the audit trail); undefined for user scopes. */
+  readonly reason: string | undefined
+  readonly meta: RequestMeta
+  readonly #env: ScopeEnvironment
+  readonly #context: ScopeContext
+  readonly #trx: Knex.Transaction | undefined
+  readonly #repos = new Map<typeof Model, ScopedRepository<BaseModel>>()
+
+  /** @internal */
+  constructor(
+    env: ScopeEnvironment,
+    actor: Actor | undefined,
+    reason: string | undefined,
+    meta: RequestMeta,
+    trx?: Knex.Transaction,
+  ) {
+    this.actor = actor
+    this.role = actor === undefined ? SYSTEM_ROLE : actor.role
+    this.reason = reason
+    this.meta = meta
+    this.#env = env
+    this.#trx = trx
+    this.#context = Object.freeze({ role: this.role, actorId: actor?.id, roles: env.roles })
+  }
+
+  /**
+   * The repository of a model within this scope.
+   *
+   * @example
+   * ```ts
+   * const droplet = await scope.repo(Droplet).getById(id)
+   * ```
+   */
+  repo<C extends typeof BaseModel>(modelClass: C): ScopedRepository<InstanceType<C>> {
+    let repo = this.#repos.get(modelClass)
+    if (repo === undefined) {
+      repo = new Repository(this.#env.bind(modelClass), this, this.#context, this.#trx ?? this.#env.knex)
+      this.#repos.set(modelClass, repo)
+    }
+    return repo as unknown as ScopedRepository<InstanceType<C>>
+  }
+
+  /**
+   * Runs `work` in one transaction with a scope of the same actor: everything commits together or nothing does.
+   * Nested calls use a savepoint.
+   *
+   * @example
+   * ```ts
+   * await scope.transaction(async (tx) => {
+   *   const droplet = await tx.repo(Droplet).create({ name: 'web-1', region: 'nyc3', size: 's-1vcpu-2gb' })
+   *   await tx.repo(Droplet).update(droplet.id, { status: 'active' })
+   * })
+   * ```
+   */
+  async transaction<T>(work: (tx: Scope) => Promise<T>): Promise<T> {
+    const runner = this.#trx ?? this.#env.knex
+    try {
+      return await runner.transaction((trx) => work(new Scope(this.#env, this.actor, this.reason, this.meta, trx)))
+    } catch (error) {
+      throw toDataError(error)
+    }
+  }
+}
+
+/**
+ * Checks an actor and makes its scope: a UUID id, a role name, not inactive, never the system role.
+ *
+ * @internal
+ */
+export function createScope(env: ScopeEnvironment, actor: unknown, meta: unknown): Scope {
+  if (typeof actor !== 'object' || actor === null) {
+    throw new ValidationError('An actor must be an object with id and role.', [
+      { field: 'actor', message: 'is required' },
+    ])
+  }
+  const { id, role, isActive } = actor as Partial<Actor>
+  if (typeof id !== 'string' || !UUID.test(id)) {
+    throw new ValidationError('actor.id must be a UUID.', [{ field: 'actor.id', message: 'must be a UUID' }])
+  }
+  if (typeof role !== 'string' || !/^[a-z][a-z0-9_-]{0,31}$/.test(role) || role === SYSTEM_ROLE) {
+    throw new ValidationError('actor.role must be a role name.', [
+      { field: 'actor.role', message: 'must be a role name' },
+    ])
+  }
+  if (isActive === false) throw new ForbiddenError('act as', 'an inactive user')
+  return new Scope(env, Object.freeze({ id: id.toLowerCase(), role }), undefined, checkMeta(meta))
+}
+
+/** @internal */
+export function createSystemScope(env: ScopeEnvironment, reason: unknown): Scope {
+  if (typeof reason !== 'string' || reason.trim().length === 0 || reason.length > 500) {
+    throw new ValidationError('db.system() needs a reason of 1 to 500 characters.', [
+      { field: 'reason', message: 'must be a non-empty string' },
+    ])
+  }
+  return new Scope(env, undefined, reason, {})
+}
+
+function checkMeta(meta: unknown): RequestMeta {
+  if (meta === undefined) return {}
+  if (typeof meta !== 'object' || meta === null || Array.isArray(meta)) {
+    throw new ValidationError('Request metadata must be an object.', [{ field: 'meta', message: 'must be an object' }])
+  }
+  const out: Record<string, string> = {}
+  for (const [key, value] of Object.entries(meta)) {
+    if (value === undefined) continue
+    if (typeof value !== 'string' || value.length > 1_000) {
+      throw new ValidationError(`meta.${key} must be a string of at most 1000 characters.`, [
+        { field: `meta.${key}`, message: 'must be a short string' },
+      ])
+    }
+    out[key] = value
+  }
+  return Object.freeze(out)
+}
