@@ -1,4 +1,5 @@
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import bcrypt from 'bcryptjs'
 import { ValidationError } from '../errors.js'
 
 /**
@@ -25,7 +26,7 @@ const MAX_PASSWORD_LENGTH = 1024
 
 function scrypt(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    scryptCallback(password.normalize('NFKC'), salt, KEY_BYTES, options, (error, key) => {
+    scryptCallback(password, salt, KEY_BYTES, options, (error, key) => {
       if (error) reject(error)
       else resolve(key)
     })
@@ -68,7 +69,8 @@ const b64 = (bytes: Buffer): string => bytes.toString('base64').replace(/=+$/, '
 
 /**
  * Hashes a password with scrypt and a fresh 16-byte salt, as a PHC string:
- * `$scrypt$ln=15,r=8,p=1$<salt>$<hash>` (standard base64 without padding). The password is NFKC-normalised first.
+ * `$scrypt$ln=15,r=8,p=1$<salt>$<hash>` (standard base64 without padding), the format Python's passlib reads and
+ * writes. The password is hashed as UTF-8, unnormalised, as passlib does, so both backends verify each other's hashes.
  *
  * @example
  * ```ts
@@ -88,9 +90,21 @@ export async function hashPassword(password: string, options?: PasswordHashOptio
 
 const PHC_SCRYPT = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$/
 
+const BCRYPT = /^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/
+
 /**
- * Checks a password against a hash made by {@link hashPassword}, in constant time for a given hash. A malformed
- * or unknown hash is `false`, never an exception with the hash in it.
+ * Tells whether a stored hash is a legacy bcrypt hash (`$2a$`, `$2b$`, `$2y$`, as Python's passlib and bcrypt
+ * write them).
+ *
+ * @internal
+ */
+export const isBcryptHash = (hash: string): boolean => BCRYPT.test(hash)
+
+/**
+ * Checks a password against a hash made by {@link hashPassword}, or against a legacy bcrypt hash (`$2a$`, `$2b$`,
+ * `$2y$`, as the Python backend's passlib wrote them; the password is compared as UTF-8, unnormalised, as passlib
+ * hashed it). Constant time for a given hash. A malformed or unknown hash is `false`, never an exception with the
+ * hash in it.
  *
  * @example
  * ```ts
@@ -101,6 +115,13 @@ const PHC_SCRYPT = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9
  */
 export async function verifyPassword(password: string, hash: string): Promise<boolean> {
   if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH) return false
+  if (typeof hash === 'string' && BCRYPT.test(hash)) {
+    try {
+      return await bcrypt.compare(password, hash)
+    } catch {
+      return false
+    }
+  }
   const match = typeof hash === 'string' ? PHC_SCRYPT.exec(hash) : null
   if (!match) return false
   const [, ln, r, p, salt, expected] = match as unknown as [string, string, string, string, string, string]
@@ -117,8 +138,8 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
 }
 
 /**
- * Tells whether a stored hash was made with other settings than `options` (or by another algorithm), so it
- * should be replaced by a fresh {@link hashPassword} after the next successful login.
+ * Tells whether a stored hash was made with other settings than `options` (or by another algorithm, such as
+ * legacy bcrypt), so it should be replaced by a fresh {@link hashPassword} after the next successful login.
  *
  * @example
  * ```ts

@@ -1,5 +1,6 @@
 import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../access/policy.js'
 import { ConfigError, isDataError } from '../errors.js'
+import type { PasswordHashOptions } from '../auth/passwords.js'
 
 /**
  * A pino-compatible logger: each method takes a plain object of fields and a message. `console` works too.
@@ -100,6 +101,8 @@ export interface DatabaseConfig {
    * model's policy can override a role for that model.
    */
   roles?: Record<string, RolePermissions>
+  /** Login settings: the scrypt cost of new and upgraded password hashes (default `{ cost: 15 }`). */
+  auth?: { passwordHash?: PasswordHashOptions }
 }
 
 /** @internal */
@@ -110,6 +113,7 @@ export interface ResolvedConfig {
   readonly applicationName: string
   readonly embedded: EmbeddedConfig
   readonly roles: Readonly<Record<string, RolePermissions>>
+  readonly passwordHash: PasswordHashOptions | undefined
 }
 
 const PLANNED: Record<string, string> = {
@@ -120,7 +124,7 @@ const PLANNED: Record<string, string> = {
   cache: 'the Redis cache',
 }
 
-const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded', 'roles'])
+const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded', 'roles', 'auth'])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -261,8 +265,24 @@ export function parseConfig(input: unknown): ResolvedConfig {
     }
   }
 
+  const authInput = input.auth ?? {}
+  if (!isPlainObject(authInput)) throw new ConfigError('auth', 'must be an object.')
+  checkKeys(authInput, ['passwordHash'], 'auth.')
+  let passwordHash: PasswordHashOptions | undefined
+  if (authInput.passwordHash !== undefined) {
+    const hash = authInput.passwordHash
+    if (!isPlainObject(hash)) throw new ConfigError('auth.passwordHash', 'must be an object.')
+    checkKeys(hash, ['cost', 'blockSize', 'parallelization'], 'auth.passwordHash.')
+    passwordHash = Object.freeze({
+      cost: integer(hash.cost, 'auth.passwordHash.cost', 10, 20, 15),
+      blockSize: integer(hash.blockSize, 'auth.passwordHash.blockSize', 1, 32, 8),
+      parallelization: integer(hash.parallelization, 'auth.passwordHash.parallelization', 1, 16, 1),
+    })
+  }
+
   return Object.freeze({
     connection,
+    passwordHash,
     roles: Object.freeze(roles),
     pool: Object.freeze(pool),
     logger: parseLogger(input.logger),

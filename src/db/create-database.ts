@@ -2,6 +2,7 @@ import { knex as createKnex, type Knex } from 'knex'
 import type { Model } from 'objection'
 import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
 import type { Actor } from '../access/policy.js'
+import { createAuth, type Auth } from '../auth/login.js'
 import { isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
@@ -101,6 +102,8 @@ export interface Database {
   readonly migrate: Migrator
   /** Development seeding. */
   readonly seed: Seeder
+  /** Login by email or username. */
+  readonly auth: Auth
   /**
    * The scope of one actor (a user or `{ id, role }`) for one request: its repositories see and change only what
    * the actor's role may. Inactive users are refused.
@@ -161,6 +164,7 @@ class DatabaseHandle implements Database {
   readonly embedded: boolean
   readonly migrate: Migrator
   readonly seed: Seeder
+  readonly auth: Auth
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
   #closing: Promise<void> | undefined
@@ -203,6 +207,7 @@ class DatabaseHandle implements Database {
           }
         }),
     })
+    this.auth = createAuth(knex, this.model(User), config.passwordHash)
     this.seed = Object.freeze({
       development: (options?: SeedOptions) =>
         run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),
