@@ -31,6 +31,13 @@ const NETWORK_CODES = new Set([
   'EAI_AGAIN',
 ])
 
+const CONNECTION_LOST = [
+  'Connection terminated unexpectedly',
+  'Connection terminated',
+  'Client has encountered a connection error and is not queryable',
+  'Client was closed and is not queryable',
+]
+
 /** Columns named in a key detail: `Key (user_id)=(…) is not present…` → `['user_id']`. The values are dropped. */
 function keyColumns(detail: unknown): string[] {
   if (typeof detail !== 'string') return []
@@ -155,10 +162,8 @@ export function toDataError(error: unknown): unknown {
   }
   if (
     (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_CODES.has(code))) ||
-    message === 'Connection terminated unexpectedly' ||
-    message === 'Connection terminated' ||
-    message.includes('Client has encountered a connection error') ||
-    message.includes('Client was closed and is not queryable')
+    // knex puts the SQL in front of driver messages: "select … - Connection terminated unexpectedly".
+    CONNECTION_LOST.some((lost) => message === lost || message.endsWith(` - ${lost}`))
   ) {
     return new UnavailableError('The database connection was lost or refused.', options)
   }
