@@ -17,6 +17,13 @@ export interface ScopeContext {
   /** The acting user's id; undefined for `db.system()`. */
   readonly actorId: string | undefined
   readonly roles: Readonly<Record<string, RolePermissions>>
+  /**
+   * With row-level security: the statements that make a transaction scoped (after BEGIN). Undefined without RLS
+   * and for system scopes.
+   */
+  readonly rlsSql: string | undefined
+  /** True when the queries run in a transaction that already carries the scope's settings. */
+  readonly inTransaction: boolean
 }
 
 /** @internal */

@@ -6,6 +6,7 @@ import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
 import type { Filter } from './filter-compiler.js'
 import { compileSort, modelAccess, type ModelAccess } from './model-access.js'
+import { scopedTransactionSql } from './row-level-security.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
 
 /**
@@ -78,6 +79,8 @@ export interface ScopedRepository<M extends BaseModel> {
 export interface ScopeEnvironment {
   readonly knex: Knex
   readonly roles: Readonly<Record<string, RolePermissions>>
+  /** Whether scoped transactions carry row-level security settings. */
+  readonly rls: boolean
   bind<C extends typeof Model>(modelClass: C): C
 }
 
@@ -146,14 +149,45 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
   }
 
   async #rows(sql: string, bindings: readonly unknown[]): Promise<M[]> {
-    let result: { rows: Record<string, unknown>[] }
+    const result = await this.#raw<Record<string, unknown>>(sql, bindings)
+    const model = this.#model
+    return result.rows.map((row) => model.fromDatabaseJson(row) as M)
+  }
+
+  /**
+   * Runs one read. With row-level security outside a transaction, it runs in a transaction of its own that opens
+   * with one message (BEGIN, the scoped role and the actor settings), then the query, then COMMIT.
+   */
+  async #raw<R>(sql: string, bindings: readonly unknown[]): Promise<{ rows: R[] }> {
+    const context = this.#context
     try {
-      result = await this.#runner.raw<{ rows: Record<string, unknown>[] }>(sql, bindings as Knex.RawBinding[])
+      if (context.rlsSql === undefined || context.inTransaction) {
+        return await this.#runner.raw<{ rows: R[] }>(sql, bindings as Knex.RawBinding[])
+      }
+      const knex = this.#runner as Knex
+      const client = knex.client as unknown as {
+        acquireConnection(): Promise<unknown>
+        releaseConnection(connection: unknown): Promise<void>
+      }
+      // knex's runner uses a builder's `_connection` when set: the way to keep the three messages on one
+      // connection without knex's own BEGIN round trip.
+      const on = <T extends object>(query: T, connection: unknown): T =>
+        Object.assign(query, { _connection: connection })
+      const connection = await client.acquireConnection()
+      try {
+        await on(knex.raw(`begin; ${context.rlsSql}`), connection)
+        const result = await on(knex.raw<{ rows: R[] }>(sql, bindings as Knex.RawBinding[]), connection)
+        await on(knex.raw('commit'), connection)
+        return result
+      } catch (error) {
+        await on(knex.raw('rollback'), connection).catch(() => undefined)
+        throw error
+      } finally {
+        await client.releaseConnection(connection)
+      }
     } catch (error) {
       throw toDataError(error)
     }
-    const model = this.#model
-    return result.rows.map((row) => model.fromDatabaseJson(row) as M)
   }
 
   async findById(id: string): Promise<M | undefined> {
@@ -199,15 +233,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
       return `select count(*)::int8 as count from ${a.tableSql}${where}`
     })
-    let result: { rows: { count: string }[] }
-    try {
-      result = await this.#runner.raw<{ rows: { count: string }[] }>(sql, [
-        ...scope.bindings,
-        ...walked.bindings,
-      ] as Knex.RawBinding[])
-    } catch (error) {
-      throw toDataError(error)
-    }
+    const result = await this.#raw<{ count: string }>(sql, [...scope.bindings, ...walked.bindings])
     return Number(result.rows[0]?.count ?? 0)
   }
 
@@ -279,6 +305,12 @@ export class Scope {
   /** Why a system scope exists (for the audit trail); undefined for user scopes. */
   readonly reason: string | undefined
   readonly meta: RequestMeta
+  /**
+   * Raw SQL inside `scope.transaction()`: the transaction itself. With `rls: true` the database still limits it
+   * to the actor's rows (row-level security); without it, raw SQL is not scoped. Outside a transaction this is the
+   * plain, unscoped knex.
+   */
+  readonly knex: Knex | Knex.Transaction
   readonly #env: ScopeEnvironment
   readonly #context: ScopeContext
   readonly #trx: Knex.Transaction | undefined
@@ -298,7 +330,14 @@ export class Scope {
     this.meta = meta
     this.#env = env
     this.#trx = trx
-    this.#context = Object.freeze({ role: this.role, actorId: actor?.id, roles: env.roles })
+    this.knex = trx ?? env.knex
+    this.#context = Object.freeze({
+      role: this.role,
+      actorId: actor?.id,
+      roles: env.roles,
+      rlsSql: env.rls && actor !== undefined ? scopedTransactionSql(actor.id, actor.role, false) : undefined,
+      inTransaction: trx !== undefined,
+    })
   }
 
   /**
@@ -332,8 +371,12 @@ export class Scope {
    */
   async transaction<T>(work: (tx: Scope) => Promise<T>): Promise<T> {
     const runner = this.#trx ?? this.#env.knex
+    const rlsSql = this.#trx === undefined ? this.#context.rlsSql : undefined
     try {
-      return await runner.transaction((trx) => work(new Scope(this.#env, this.actor, this.reason, this.meta, trx)))
+      return await runner.transaction(async (trx) => {
+        if (rlsSql !== undefined) await trx.raw(rlsSql)
+        return work(new Scope(this.#env, this.actor, this.reason, this.meta, trx))
+      })
     } catch (error) {
       throw toDataError(error)
     }

@@ -101,6 +101,13 @@ export interface DatabaseConfig {
    * model's policy can override a role for that model.
    */
   roles?: Record<string, RolePermissions>
+  /**
+   * Row-level security as a second line of defence: `db.migrate.latest()` installs PostgreSQL policies generated
+   * from the models' policies and roles, and every scoped statement runs in a transaction that switches to the
+   * `wincloud_scoped` role and carries the actor (`set_config('app.actor_id', …, true)`). Default false. Needs a
+   * login role allowed to create roles the first time.
+   */
+  rls?: boolean
   /** Login settings: the scrypt cost of new and upgraded password hashes (default `{ cost: 15 }`). */
   auth?: { passwordHash?: PasswordHashOptions }
 }
@@ -114,17 +121,17 @@ export interface ResolvedConfig {
   readonly embedded: EmbeddedConfig
   readonly roles: Readonly<Record<string, RolePermissions>>
   readonly passwordHash: PasswordHashOptions | undefined
+  readonly rls: boolean
 }
 
 const PLANNED: Record<string, string> = {
   replicas: 'read replicas',
   encryption: 'encrypted columns',
   slowQueryMs: 'query timing',
-  rls: 'row-level security',
   cache: 'the Redis cache',
 }
 
-const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded', 'roles', 'auth'])
+const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded', 'roles', 'auth', 'rls'])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -280,9 +287,12 @@ export function parseConfig(input: unknown): ResolvedConfig {
     })
   }
 
+  if (input.rls !== undefined && typeof input.rls !== 'boolean') throw new ConfigError('rls', 'must be true or false.')
+
   return Object.freeze({
     connection,
     passwordHash,
+    rls: input.rls === true,
     roles: Object.freeze(roles),
     pool: Object.freeze(pool),
     logger: parseLogger(input.logger),

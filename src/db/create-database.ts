@@ -7,6 +7,8 @@ import { isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
 import { Droplet } from '../models/droplet.js'
+import { AuditLog } from '../models/audit-log.js'
+import { installRowLevelSecurity } from '../access/row-level-security.js'
 import { User } from '../models/user.js'
 import { seedDevelopment, type SeedOptions, type SeedResult } from '../seed/development.js'
 import { parseConfig, type DatabaseConfig, type ResolvedConfig } from './config.js'
@@ -172,6 +174,7 @@ class DatabaseHandle implements Database {
   constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined, config: ResolvedConfig) {
     this.knex = knex
     this.#scopeEnv = Object.freeze({
+      rls: config.rls,
       knex,
       roles: config.roles,
       bind: <C extends typeof Model>(m: C): C => m.bindKnex<C>(knex),
@@ -191,6 +194,7 @@ class DatabaseHandle implements Database {
       latest: () =>
         run(async () => {
           const [batch, log] = (await migrator.latest()) as [number, string[]]
+          if (config.rls) await installRowLevelSecurity(knex, [User, Droplet, AuditLog], config.roles)
           return { batch, migrations: log }
         }),
       rollback: (options: { all?: boolean } = {}) =>

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
-import { scopeKnexQuery, scopeOf } from '../access/enforce.js'
+import { SCOPE_KEY, scopeKnexQuery, scopeOf } from '../access/enforce.js'
 import { toDataError } from '../db/driver-errors.js'
 
 type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
@@ -39,6 +39,20 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
 
   override async execute(): Promise<R> {
     try {
+      const scope = scopeOf(this.context())
+      if (scope?.rlsSql !== undefined && !scope.inTransaction) {
+        // Row-level security: run in a transaction that carries the scope's settings, eager child queries too.
+        const rlsSql = scope.rlsSql
+        return await this.modelClass()
+          .knex()
+          .transaction(async (trx) => {
+            await trx.raw(rlsSql)
+            const inner = this.clone()
+              .transacting(trx)
+              .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
+            return (await QueryBuilder.prototype.execute.call(inner)) as R
+          })
+      }
       return await super.execute()
     } catch (error) {
       throw toDataError(error)
