@@ -6,7 +6,16 @@
  *
  * In your own code, import from '@wincloud/data' instead of '../src/index.js'.
  */
-import { ConflictError, createDatabase, Droplet, User, ValidationError, type Database } from '../src/index.js'
+import { randomBytes } from 'node:crypto'
+import {
+  ConflictError,
+  createDatabase,
+  Droplet,
+  NotFoundError,
+  User,
+  ValidationError,
+  type Database,
+} from '../src/index.js'
 
 const say = (line = ''): void => {
   process.stdout.write(`${line}\n`)
@@ -24,7 +33,9 @@ async function story(db: Database): Promise<void> {
     `2. Migrations: ${migrated.migrations.length ? `applied ${migrated.migrations.join(', ')}` : 'already up to date'}.`,
   )
 
-  const seeded = await db.seed.development({ users: 3, dropletsPerUser: 4 })
+  // The demo picks the sample users' password so it can log in as one of them below.
+  const userPassword = randomBytes(12).toString('base64url')
+  const seeded = await db.seed.development({ users: 3, dropletsPerUser: 4, userPassword })
   say(
     `3. Seeded ${seeded.admin.created ? 'a new' : 'the existing'} admin (${seeded.admin.email}), ` +
       `${seeded.usersCreated} users and ${seeded.dropletsCreated} droplets.`,
@@ -84,6 +95,37 @@ async function story(db: Database): Promise<void> {
     `8. Seeding again is a no-op: ${again.usersCreated} users and ${again.dropletsCreated} droplets created, ` +
       `admin created: ${again.admin.created}.`,
   )
+
+  // Access control: every request runs in the scope of its actor.
+  const user1 = await db.auth.login('USER1@wincloud.test', userPassword, { ip: '198.51.100.7' })
+  const admin = await db.model(User).query().findById(seeded.admin.id).throwIfNotFound()
+  const asAdmin = db.scope(admin, { requestId: 'demo-1' })
+  const asUser1 = db.scope(user1, { ip: '198.51.100.7', requestId: 'demo-2' })
+  say(`9. ${user1.username} logged in by email (case-insensitive); scrypt hash checked, no password stored in plain.`)
+  say(
+    `   Admin's view: ${await asAdmin.repo(Droplet).count()} droplets. ` +
+      `${user1.username}'s view: ${await asUser1.repo(Droplet).count()} droplets.`,
+  )
+  const running = await asUser1.repo(Droplet).list({
+    filter: { status: { in: ['active', 'building'] }, name: { ilike: { startsWith: 'USER1-' } } },
+    sort: ['-createdAt'],
+    limit: 5,
+  })
+  say(`   ${user1.username}'s active or building droplets, newest first: ${running.map((d) => d.name).join(', ')}.`)
+  const someoneElses = await asAdmin.repo(Droplet).list({ filter: { userId: { ne: user1.id } }, limit: 1 })
+  try {
+    await asUser1.repo(Droplet).getById(someoneElses[0]!.id)
+  } catch (error) {
+    if (!(error instanceof NotFoundError)) throw error
+    say(
+      `10. ${user1.username} asking for someone else's droplet gets ${error.name} (HTTP ${error.httpStatus}), ` +
+        `exactly as for a droplet that does not exist.`,
+    )
+  }
+  const widened = await asUser1
+    .repo(Droplet)
+    .count({ or: [{ userId: someoneElses[0]!.userId }, { status: 'stopped' }] })
+  say(`    A filter naming another user's id inside an "or" still counts only ${user1.username}'s rows: ${widened}.`)
 }
 
 async function main(): Promise<void> {
@@ -94,7 +136,7 @@ async function main(): Promise<void> {
   } finally {
     await db.close()
   }
-  say(`9. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
+  say(`11. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
 }
 
 main().catch((error: unknown) => {
