@@ -1,0 +1,70 @@
+/**
+ * `npm run bench`: loads the benchmark data set, runs every benchmark against its raw-pg baseline and prints the
+ * results. Uses BENCH_DATABASE_URL when set (the data is loaded once and kept), else a throwaway embedded
+ * PostgreSQL 15 that is stopped at the end. Timings never make the run fail; errors do.
+ */
+import { cpus } from 'node:os'
+import pg from 'pg'
+import { startEmbeddedPostgres, type EmbeddedServer } from '../src/db/embedded-postgres.js'
+import { createDatabase, type Database } from '../src/index.js'
+import { formatResults, runBenchmarks, runOptionsFromEnv, type Benchmark } from './harness.js'
+import { loadBenchData } from './load.js'
+import { modelLoadBenchmarks, type BenchContext } from './model-load.bench.js'
+
+/** Every benchmark file's factory, in the order they run. */
+const SUITES: readonly ((context: BenchContext) => Benchmark[])[] = [modelLoadBenchmarks]
+
+/** A throwaway, non-durable server: the data is regenerated at will. */
+const EMBEDDED_SETTINGS: Record<string, string> = {
+  fsync: 'off',
+  synchronous_commit: 'off',
+  full_page_writes: 'off',
+  max_wal_size: '4GB',
+  shared_buffers: '512MB',
+  maintenance_work_mem: '256MB',
+}
+
+async function main(): Promise<void> {
+  const options = runOptionsFromEnv()
+  const external = process.env.BENCH_DATABASE_URL
+  let server: EmbeddedServer | undefined
+  let db: Database | undefined
+  let pool: pg.Pool | undefined
+  try {
+    let url: string
+    if (external) {
+      url = external
+    } else {
+      const starting = performance.now()
+      server = await startEmbeddedPostgres({ settings: EMBEDDED_SETTINGS })
+      url = server.url
+      console.log(`embedded PostgreSQL started in ${((performance.now() - starting) / 1000).toFixed(1)} s`)
+    }
+    // One connection on each side, so neither gets more parallelism or warmer connections than the other.
+    db = await createDatabase({ connection: url, pool: { min: 1, max: 1 } })
+    pool = new pg.Pool({ connectionString: url, max: 1 })
+    await db.migrate.latest()
+    const data = await loadBenchData(db.knex)
+
+    const version = (await pool.query<{ server_version: string }>('show server_version')).rows[0]!.server_version
+    console.log(
+      `node ${process.version}, PostgreSQL ${version}${server ? ' (embedded)' : ''}, ` +
+        `${cpus().length} CPUs, ${options.iterations} timed rounds after ${options.warmup} warm-up rounds`,
+    )
+    const context: BenchContext = { db, pool, data }
+    const results = await runBenchmarks(
+      SUITES.flatMap((suite) => suite(context)),
+      options,
+    )
+    console.log(`\n${formatResults(results)}`)
+  } finally {
+    await pool?.end()
+    await db?.close()
+    await server?.stop()
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+})
