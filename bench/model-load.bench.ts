@@ -11,6 +11,8 @@ export interface BenchContext {
   /** The raw side: a `pg.Pool` of one connection to the same database. */
   readonly pool: pg.Pool
   readonly data: BenchData
+  /** The connection URL, for benchmarks that need a database handle of their own (e.g. with RLS on). */
+  readonly url: string
 }
 
 const PAGE_SIZE = 1_000

@@ -10,9 +10,13 @@ import { createDatabase, type Database } from '../src/index.js'
 import { formatResults, runBenchmarks, runOptionsFromEnv, type Benchmark } from './harness.js'
 import { loadBenchData } from './load.js'
 import { modelLoadBenchmarks, type BenchContext } from './model-load.bench.js'
+import { scopedListBenchmarks } from './scoped-list.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
-const SUITES: readonly ((context: BenchContext) => Benchmark[])[] = [modelLoadBenchmarks]
+const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
+  modelLoadBenchmarks,
+  scopedListBenchmarks,
+]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */
 const EMBEDDED_SETTINGS: Record<string, string> = {
@@ -51,11 +55,10 @@ async function main(): Promise<void> {
       `node ${process.version}, PostgreSQL ${version}${server ? ' (embedded)' : ''}, ` +
         `${cpus().length} CPUs, ${options.iterations} timed rounds after ${options.warmup} warm-up rounds`,
     )
-    const context: BenchContext = { db, pool, data }
-    const results = await runBenchmarks(
-      SUITES.flatMap((suite) => suite(context)),
-      options,
-    )
+    const context: BenchContext = { db, pool, data, url }
+    const benchmarks: Benchmark[] = []
+    for (const suite of SUITES) benchmarks.push(...(await suite(context)))
+    const results = await runBenchmarks(benchmarks, options)
     console.log(`\n${formatResults(results)}`)
   } finally {
     await pool?.end()

@@ -89,7 +89,8 @@ export async function rowLevelSecurityStatements(
         [access.table, access.ownerColumn],
       )
       const type = rows[0]?.type ?? 'text'
-      ownerCondition = `${quoteIdentifier(access.ownerColumn)} = nullif(current_setting('${ACTOR_SETTING}', true), '')::${type}`
+      // Scalar subqueries become init plans: the settings are read once per statement, not once per row.
+      ownerCondition = `${quoteIdentifier(access.ownerColumn)} = (select nullif(current_setting('${ACTOR_SETTING}', true), '')::${type})`
     }
     statements.push(
       `grant select, insert, update, delete on ${table} to ${SCOPED_DATABASE_ROLE}`,
@@ -99,8 +100,8 @@ export async function rowLevelSecurityStatements(
     for (const [action, command] of Object.entries(ACTIONS) as [AccessAction, string][]) {
       const all = roleNames.filter((r) => accessLevel(access.policy, roles, r, action) === 'all')
       const own = roleNames.filter((r) => accessLevel(access.policy, roles, r, action) === 'own')
-      const role = `current_setting('${ROLE_SETTING}', true)`
-      const parts = [`coalesce(${role}, '') = ''`]
+      const role = `(select current_setting('${ROLE_SETTING}', true))`
+      const parts = [`(select coalesce(current_setting('${ROLE_SETTING}', true), '')) = ''`]
       if (all.length > 0) parts.push(`${role} = any(${literalList(all)})`)
       if (own.length > 0) parts.push(`(${role} = any(${literalList(own)}) and ${ownerCondition})`)
       const condition = parts.join(' or ')

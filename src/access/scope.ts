@@ -84,6 +84,11 @@ export interface ScopeEnvironment {
   bind<C extends typeof Model>(modelClass: C): C
 }
 
+/** The part of a pg client this module uses directly. */
+interface PgConnection {
+  query(sql: string): Promise<unknown>
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const MAX_LIMIT = 100
 const DEFAULT_LIMIT = 20
@@ -166,21 +171,22 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       }
       const knex = this.#runner as Knex
       const client = knex.client as unknown as {
-        acquireConnection(): Promise<unknown>
-        releaseConnection(connection: unknown): Promise<void>
+        acquireConnection(): Promise<PgConnection>
+        releaseConnection(connection: PgConnection): Promise<void>
       }
-      // knex's runner uses a builder's `_connection` when set: the way to keep the three messages on one
-      // connection without knex's own BEGIN round trip.
-      const on = <T extends object>(query: T, connection: unknown): T =>
-        Object.assign(query, { _connection: connection })
       const connection = await client.acquireConnection()
       try {
-        await on(knex.raw(`begin; ${context.rlsSql}`), connection)
-        const result = await on(knex.raw<{ rows: R[] }>(sql, bindings as Knex.RawBinding[]), connection)
-        await on(knex.raw('commit'), connection)
+        // BEGIN, the scoped role and the actor settings go as one simple-protocol message straight on the
+        // connection; the query itself goes through knex (its events, its error handling) on the same connection:
+        // knex's runner uses a builder's `_connection` when one is set.
+        await connection.query(`begin; ${context.rlsSql}`)
+        const result = await Object.assign(knex.raw<{ rows: R[] }>(sql, bindings as Knex.RawBinding[]), {
+          _connection: connection,
+        })
+        await connection.query('commit')
         return result
       } catch (error) {
-        await on(knex.raw('rollback'), connection).catch(() => undefined)
+        await connection.query('rollback').catch(() => undefined)
         throw error
       } finally {
         await client.releaseConnection(connection)
