@@ -116,7 +116,17 @@ export function checkScopedWrite(
 ): void {
   const modelClass = model.constructor as typeof Model
   const level = requireAccess(scope, modelClass, action)
+  const name = modelAccess(modelClass).name
+  // Ids never change, and only scopes that see every row choose them: a chosen id that collides would tell a
+  // user that someone else's row exists.
+  if (action === 'update' && model.id !== undefined) {
+    throw new ValidationError(`The id of a ${name} cannot be changed.`, [{ field: 'id', message: 'cannot be changed' }])
+  }
   if (level === 'all') return
+  if (action === 'create' && model.id !== undefined) throw new ForbiddenError('choose the id of', name)
+  for (const field of ['createdAt', 'updatedAt']) {
+    if (model[field] !== undefined) throw new ForbiddenError(`set ${field} of`, name)
+  }
   const access = modelAccess(modelClass)
   const owner = access.ownerProperty!
   if (action === 'create' && model[owner] === undefined) model[owner] = scope.actorId

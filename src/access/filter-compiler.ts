@@ -117,7 +117,26 @@ const ARRAY_TYPES: Record<string, string> = {
   inet: 'inet[]',
 }
 
+/** An ISO 8601 timestamp whose fields are real: no February 30th, no year 0, no hour 25. */
+function isRealTimestamp(value: string): boolean {
+  const match = ISO_TIMESTAMP.exec(value)
+  if (!match) return false
+  const [year, month, day] = value.slice(0, 10).split('-').map(Number) as [number, number, number]
+  const rest = /[T ](\d{2}):(\d{2})(?::(\d{2}))?/.exec(value)
+  const [hour, minute, second] = rest ? [Number(rest[1]), Number(rest[2]), Number(rest[3] ?? 0)] : [0, 0, 0]
+  if (year < 1 || year > 9999 || hour > 23 || minute > 59 || second > 59) return false
+  const date = new Date(Date.UTC(2000, month - 1, day))
+  return date.getUTCMonth() === month - 1 && date.getUTCDate() === day && (month !== 2 || day !== 29 || isLeap(year))
+}
+
+const isLeap = (year: number): boolean => (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0
+
 const typeName = (type: ColumnType): string => (typeof type === 'string' ? type : 'enum')
+
+const SAFE_KEY = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/
+
+/** A caller's key as it may appear in an error: short identifiers as they are, anything else not at all. */
+export const displayKey = (key: string): string => (SAFE_KEY.test(key) ? key : '(invalid key)')
 
 function invalid(field: string, message: string): never {
   throw new ValidationError(`Invalid filter: ${field} ${message}.`, [{ field, message, keyword: 'filter' }])
@@ -158,19 +177,20 @@ export function checkValue(type: ColumnType, value: unknown, field: string): unk
       return value
     case 'timestamp':
       if (value instanceof Date) {
-        if (Number.isNaN(value.getTime())) invalid(field, 'must be a valid date')
+        const year = value.getUTCFullYear()
+        if (Number.isNaN(value.getTime()) || year < 1 || year > 9999)
+          invalid(field, 'must be a date in years 1 to 9999')
         return value.toISOString()
       }
-      if (
-        typeof value !== 'string' ||
-        !ISO_TIMESTAMP.test(value) ||
-        Number.isNaN(Date.parse(value.replace(' ', 'T')))
-      ) {
-        invalid(field, 'must be a Date or an ISO 8601 timestamp')
+      if (typeof value !== 'string' || !isRealTimestamp(value)) {
+        invalid(field, 'must be a Date or an ISO 8601 timestamp in years 1 to 9999')
       }
       return value
     case 'inet':
-      if (typeof value !== 'string' || value.length > 64 || isIP(value) === 0) invalid(field, 'must be an IP address')
+      // Node accepts IPv6 zone ids (fe80::1%eth0); PostgreSQL's inet does not.
+      if (typeof value !== 'string' || value.length > 64 || value.includes('%') || isIP(value) === 0) {
+        invalid(field, 'must be an IP address')
+      }
       return value
     default:
       return invalid(field, 'has an unknown type')
@@ -186,7 +206,7 @@ function likeValue(pattern: unknown, field: string): { form: string; value: stri
   if (keys.length !== 1 || (form !== 'startsWith' && form !== 'contains' && form !== 'endsWith')) {
     invalid(field, 'must be { startsWith }, { contains } or { endsWith }')
   }
-  const text = checkValue('string', pattern[form], `${field}.${form}`) as string
+  const text = checkValue('string', pattern[form as string], `${field}.${form as string}`) as string
   const escaped = escapeLike(text)
   const value = form === 'startsWith' ? `${escaped}%` : form === 'endsWith' ? `%${escaped}` : `%${escaped}%`
   return { form, value }
@@ -240,7 +260,7 @@ export class FilterCompiler {
     for (const key of Object.keys(filter)) {
       const value = filter[key]
       if (value === undefined) continue
-      const at = `${path}.${key}`
+      const at = `${path}.${displayKey(key)}`
       if (key === 'and' || key === 'or') {
         if (!Array.isArray(value)) invalid(at, 'must be an array of filters')
         if (value.length > FILTER_LIMITS.conditions) invalid(at, `has more than ${FILTER_LIMITS.conditions} filters`)
@@ -280,7 +300,7 @@ export class FilterCompiler {
     if (operators.length === 0) invalid(path, 'has no operator')
     for (const op of operators) {
       const operand = value[op]
-      const at = `${path}.${op}`
+      const at = `${path}.${displayKey(op)}`
       if (!allowed.has(op)) invalid(at, `is not an operator for ${typeName(column.type)} properties`)
       count()
       switch (op) {
@@ -288,7 +308,8 @@ export class FilterCompiler {
         case 'notIn': {
           if (!Array.isArray(operand)) invalid(at, 'must be an array')
           if (operand.length > FILTER_LIMITS.listLength) invalid(at, `has more than ${FILTER_LIMITS.listLength} values`)
-          bindings.push(operand.map((item, i) => checkValue(column.type, item, `${at}[${i}]`)))
+          // Array.from visits holes too, so `[, 'x']` is refused like `[undefined, 'x']`.
+          bindings.push(Array.from(operand as unknown[], (item, i) => checkValue(column.type, item, `${at}[${i}]`)))
           ops.push(op)
           break
         }

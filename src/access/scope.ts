@@ -4,7 +4,7 @@ import { toDataError } from '../db/driver-errors.js'
 import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
-import type { Filter } from './filter-compiler.js'
+import { displayKey, type Filter } from './filter-compiler.js'
 import { compileSort, modelAccess, type ModelAccess } from './model-access.js'
 import { scopedTransactionSql } from './row-level-security.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
@@ -116,7 +116,8 @@ function checkListOptions(options: unknown): ListOptions {
   }
   for (const key of Object.keys(options)) {
     if (key !== 'filter' && key !== 'sort' && key !== 'limit') {
-      throw new ValidationError(`Unknown list option ${key}.`, [{ field: key, message: 'is not a list option' }])
+      const field = displayKey(key)
+      throw new ValidationError(`Unknown list option ${field}.`, [{ field, message: 'is not a list option' }])
     }
   }
   return options

@@ -131,9 +131,13 @@ export function toDataError(error: unknown): unknown {
     case '22P02':
     case '22007':
     case '22008':
+    case '22009':
     case '22003':
     case '22001':
-      // invalid text representation, datetime format / overflow, numeric out of range, string too long
+    case '22021':
+    case '22P05':
+      // invalid text representation, datetime format / overflow, time zone, numeric out of range, string too long,
+      // invalid byte sequence (NUL in text), untranslatable character
       mapped = new ValidationError('A value has the wrong format for its column.', [], options)
       break
     case '28P01':

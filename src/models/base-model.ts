@@ -162,6 +162,23 @@ export class BaseModel extends Model {
     return this
   }
 
+  /** `createdAt` and `updatedAt` are Dates or ISO 8601 strings: their schema cannot say "a Date", so this does. */
+  override $beforeValidate(schema: JSONSchema, json: Pojo, options: ModelOptions): JSONSchema {
+    for (const field of ['createdAt', 'updatedAt']) {
+      const value: unknown = json[field]
+      const valid =
+        value === undefined ||
+        (value instanceof Date && !Number.isNaN(value.getTime())) ||
+        (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:?\d{2})$/.test(value))
+      if (!valid) {
+        throw new ValidationError(`${this.constructor.name} is invalid: ${field} must be a date.`, [
+          { field, message: 'must be a Date or an ISO 8601 timestamp', keyword: 'format' },
+        ])
+      }
+    }
+    return super.$beforeValidate(schema, json, options)
+  }
+
   override $beforeInsert(context: QueryContext): void {
     const scope = scopeOf(context)
     if (scope !== undefined) checkScopedWrite(this as never, scope, 'create')
