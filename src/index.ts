@@ -22,6 +22,7 @@ export type {
   PolicyDefinition,
   RolePermissions,
 } from './access/policy.js'
+export type { OffsetPage, KeysetPage, PageInfo, OffsetPageRequest, KeysetPageRequest } from './pagination/page.js'
 export { FILTER_LIMITS } from './access/filter-compiler.js'
 export type { Filter, FieldOperators, FilterValue, LikePattern, ColumnType } from './access/filter-compiler.js'
 

@@ -11,6 +11,7 @@ interface AccessModelClass {
   readonly filterable?: Readonly<Record<string, ColumnType>> | undefined
   readonly sortable?: readonly string[] | undefined
   readonly defaultSort?: readonly string[] | undefined
+  readonly jsonSchema?: { properties?: Record<string, unknown> } | null | undefined
   propertyNameToColumnName(property: string): string
 }
 
@@ -34,6 +35,8 @@ export interface ModelAccess {
   /** Sortable property → qualified column SQL. */
   readonly sortable: ReadonlyMap<string, string>
   readonly defaultSort: readonly string[]
+  /** Properties whose column may hold NULL (from the JSON schema). */
+  readonly nullable: ReadonlySet<string>
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/
@@ -59,6 +62,13 @@ export function modelAccess(modelClass: typeof Model): ModelAccess {
   return access
 }
 
+function allowsNull(schema: unknown): boolean {
+  if (typeof schema !== 'object' || schema === null) return false
+  const { type, anyOf, oneOf } = schema as { type?: unknown; anyOf?: unknown; oneOf?: unknown }
+  if (type === 'null' || (Array.isArray(type) && type.includes('null'))) return true
+  return [anyOf, oneOf].some((list) => Array.isArray(list) && list.some(allowsNull))
+}
+
 function build(model: AccessModelClass): ModelAccess {
   const table = model.tableName
   const tableSql = quoteIdentifier(table)
@@ -81,6 +91,10 @@ function build(model: AccessModelClass): ModelAccess {
     check(property, 'sortable')
     sortable.set(property, column(property))
   }
+  const nullable = new Set<string>()
+  for (const [property, schema] of Object.entries(model.jsonSchema?.properties ?? {})) {
+    if (allowsNull(schema)) nullable.add(property)
+  }
   const ownerProperty = model.policy?.owner?.property
   return Object.freeze({
     name: model.name,
@@ -94,13 +108,22 @@ function build(model: AccessModelClass): ModelAccess {
     filters: new FilterCompiler(filterColumns),
     sortable,
     defaultSort: model.defaultSort ?? (sortable.has('createdAt') ? ['-createdAt'] : []),
+    nullable,
   })
 }
 
-/** A checked sort: its SQL (`order by` list, ending in the id) and a key for caches. @internal */
+/** One key of a checked sort. @internal */
+export interface SortKey {
+  readonly sql: string
+  readonly descending: boolean
+  readonly nullable: boolean
+}
+
+/** A checked sort: its SQL (`order by` list, ending in the id), its keys, and a key for caches. @internal */
 export interface CompiledSort {
   readonly key: string
   readonly sql: string
+  readonly keys: readonly SortKey[]
 }
 
 /**
@@ -121,9 +144,9 @@ export function compileSort(access: ModelAccess, sort: unknown): CompiledSort {
       { field: 'sort', message: 'has too many properties' },
     ])
   }
-  const parts: string[] = []
+  const keys: SortKey[] = []
   const seen = new Set<string>()
-  let lastDirection = 'asc'
+  let lastDescending = false
   for (const [i, entry] of list.entries()) {
     const field = `sort[${i}]`
     if (typeof entry !== 'string') {
@@ -143,9 +166,13 @@ export function compileSort(access: ModelAccess, sort: unknown): CompiledSort {
       ])
     }
     seen.add(property)
-    lastDirection = descending ? 'desc' : 'asc'
-    parts.push(`${sql} ${lastDirection}`)
+    lastDescending = descending
+    keys.push({ sql, descending, nullable: access.nullable.has(property) })
   }
-  if (!seen.has('id')) parts.push(`${access.idSql} ${lastDirection}`)
-  return { key: list.join(','), sql: parts.join(', ') }
+  if (!seen.has('id')) keys.push({ sql: access.idSql, descending: lastDescending, nullable: false })
+  return {
+    key: list.join(','),
+    sql: keys.map((k) => `${k.sql} ${k.descending ? 'desc' : 'asc'}`).join(', '),
+    keys,
+  }
 }

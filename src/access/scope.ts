@@ -1,11 +1,20 @@
 import type { Knex } from 'knex'
 import type { Model, PartialModelObject } from 'objection'
 import { toDataError } from '../db/driver-errors.js'
-import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js'
+import { ForbiddenError, InvalidCursorError, NotFoundError, ValidationError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
-import { displayKey, type Filter } from './filter-compiler.js'
-import { compileSort, modelAccess, type ModelAccess } from './model-access.js'
+import { displayKey, type Filter, type FilterWalk } from './filter-compiler.js'
+import { compileSort, modelAccess, type CompiledSort, type ModelAccess } from './model-access.js'
+import type { CursorCodec } from '../pagination/cursor-codec.js'
+import { keyColumn, keysetCondition, keysetOrder, keySelect } from '../pagination/keyset.js'
+import {
+  PAGE_SIZE,
+  type KeysetPage,
+  type KeysetPageRequest,
+  type OffsetPage,
+  type OffsetPageRequest,
+} from '../pagination/page.js'
 import { scopedTransactionSql } from './row-level-security.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
 
@@ -36,8 +45,10 @@ export interface ListOptions {
   readonly filter?: Filter
   /** Properties from the model's `sortable`, `-` for descending. The id is always the last tie-breaker. */
   readonly sort?: readonly string[]
-  /** How many rows, 1 to 100. Default 20. */
+  /** How many rows, 1 to 100. Default 20. Not with `page`. */
   readonly limit?: number
+  /** A page by number (`{ number, size }`) or by cursor (`{ size, after }` / `{ size, before }`). */
+  readonly page?: OffsetPageRequest | KeysetPageRequest
 }
 
 /**
@@ -57,6 +68,10 @@ export interface ScopedRepository<M extends BaseModel> {
   findById(id: string): Promise<M | undefined>
   /** The row, or a {@link NotFoundError} when it does not exist or is outside the scope. */
   getById(id: string): Promise<M>
+  /** One page of rows by number: items, total (exact on request, else estimated), pages. */
+  list(options: ListOptions & { readonly page: OffsetPageRequest }): Promise<OffsetPage<M>>
+  /** One page of rows after or before a cursor: items and signed cursors to go on. */
+  list(options: ListOptions & { readonly page: KeysetPageRequest }): Promise<KeysetPage<M>>
   /** Rows matching the filter within the scope, sorted and limited. */
   list(options?: ListOptions): Promise<M[]>
   /** How many rows match the filter within the scope. */
@@ -81,6 +96,8 @@ export interface ScopeEnvironment {
   readonly roles: Readonly<Record<string, RolePermissions>>
   /** Whether scoped transactions carry row-level security settings. */
   readonly rls: boolean
+  /** Signs and checks pagination cursors. */
+  readonly cursors: CursorCodec
   bind<C extends typeof Model>(modelClass: C): C
 }
 
@@ -115,12 +132,69 @@ function checkListOptions(options: unknown): ListOptions {
     throw new ValidationError('List options must be an object.', [{ field: 'options', message: 'must be an object' }])
   }
   for (const key of Object.keys(options)) {
-    if (key !== 'filter' && key !== 'sort' && key !== 'limit') {
+    if (key !== 'filter' && key !== 'sort' && key !== 'limit' && key !== 'page') {
       const field = displayKey(key)
       throw new ValidationError(`Unknown list option ${field}.`, [{ field, message: 'is not a list option' }])
     }
   }
   return options
+}
+
+function checkPageSize(size: unknown): number {
+  if (size === undefined) return PAGE_SIZE.default
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 || size > PAGE_SIZE.max) {
+    throw new ValidationError(`page.size must be an integer from 1 to ${PAGE_SIZE.max}.`, [
+      { field: 'page.size', message: `must be an integer from 1 to ${PAGE_SIZE.max}`, keyword: 'range' },
+    ])
+  }
+  return size
+}
+
+function checkPageKeys(request: unknown, allowed: readonly string[]): Record<string, unknown> {
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) {
+    throw new ValidationError('page must be an object.', [{ field: 'page', message: 'must be an object' }])
+  }
+  for (const key of Object.keys(request)) {
+    if (!allowed.includes(key)) {
+      const field = `page.${displayKey(key)}`
+      throw new ValidationError(`${field} is not a page option.`, [{ field, message: 'is not a page option' }])
+    }
+  }
+  return request as Record<string, unknown>
+}
+
+/** The deepest offset a page may ask for; deeper pages should use cursors. */
+const MAX_OFFSET = 10_000_000
+
+function checkOffsetRequest(request: unknown): { number: number; size: number; exactTotal: boolean } {
+  const page = checkPageKeys(request, ['number', 'size', 'exactTotal'])
+  const size = checkPageSize(page.size)
+  const number = page.number
+  if (typeof number !== 'number' || !Number.isInteger(number) || number < 1 || (number - 1) * size > MAX_OFFSET) {
+    throw new ValidationError('page.number must be a whole number from 1 (and not absurdly deep).', [
+      { field: 'page.number', message: `must be an integer from 1 to ${Math.floor(MAX_OFFSET / size) + 1}` },
+    ])
+  }
+  if (page.exactTotal !== undefined && typeof page.exactTotal !== 'boolean') {
+    throw new ValidationError('page.exactTotal must be true or false.', [
+      { field: 'page.exactTotal', message: 'must be true or false' },
+    ])
+  }
+  return { number, size, exactTotal: page.exactTotal === true }
+}
+
+function checkKeysetRequest(request: unknown): { size: number; after?: string; before?: string } {
+  const page = checkPageKeys(request, ['size', 'after', 'before'])
+  const size = checkPageSize(page.size)
+  if (page.after !== undefined && page.before !== undefined) {
+    throw new ValidationError('page takes after or before, not both.', [
+      { field: 'page', message: 'takes after or before, not both' },
+    ])
+  }
+  for (const key of ['after', 'before'] as const) {
+    if (page[key] !== undefined && typeof page[key] !== 'string') throw new InvalidCursorError()
+  }
+  return { size, after: page.after as string | undefined, before: page.before as string | undefined }
 }
 
 function checkLimit(limit: unknown): number {
@@ -139,9 +213,17 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
   readonly #scope: Scope
   readonly #context: ScopeContext
   readonly #runner: Knex | Knex.Transaction
+  readonly #cursors: CursorCodec
 
-  constructor(model: typeof BaseModel, scope: Scope, context: ScopeContext, runner: Knex | Knex.Transaction) {
+  constructor(
+    model: typeof BaseModel,
+    scope: Scope,
+    context: ScopeContext,
+    runner: Knex | Knex.Transaction,
+    cursors: CursorCodec,
+  ) {
     this.#model = model
+    this.#cursors = cursors
     this.#access = modelAccess(model)
     this.#scope = scope
     this.#context = context
@@ -216,25 +298,152 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     return row
   }
 
-  async list(options?: ListOptions): Promise<M[]> {
-    const { filter, sort, limit } = checkListOptions(options)
+  list(options: ListOptions & { readonly page: OffsetPageRequest }): Promise<OffsetPage<M>>
+  list(options: ListOptions & { readonly page: KeysetPageRequest }): Promise<KeysetPage<M>>
+  list(options?: ListOptions): Promise<M[]>
+  async list(options?: ListOptions): Promise<M[] | OffsetPage<M> | KeysetPage<M>> {
+    const { filter, sort, limit, page } = checkListOptions(options)
     const scope = this.#readScope()
     const a = this.#access
     const walked = a.filters.walk(filter)
     const order = compileSort(a, sort)
+    const conditions = (): string[] =>
+      [scope.own ? `${a.ownerSql} = ?` : '', a.filters.sql(walked.shape)].filter((c) => c !== '')
+    if (page !== undefined) {
+      if (limit !== undefined) {
+        throw new ValidationError('Use page.size, not limit, with page.', [
+          { field: 'limit', message: 'not with page' },
+        ])
+      }
+      return typeof page === 'object' && page !== null && 'number' in page
+        ? this.#offsetPage(page, scope, walked, order, conditions)
+        : this.#keysetPage(page, scope, walked, order, conditions)
+    }
     const rowLimit = checkLimit(limit)
     const sql = cachedSql(a, `list|${scope.own}|${walked.shape}|${order.key}`, () => {
-      const conditions = [scope.own ? `${a.ownerSql} = ?` : '', a.filters.sql(walked.shape)].filter((c) => c !== '')
-      const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
-      return `select ${a.tableSql}.* from ${a.tableSql}${where} order by ${order.sql} limit ?`
+      const where = conditions()
+      return `select ${a.tableSql}.* from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${order.sql} limit ?`
     })
     return this.#rows(sql, [...scope.bindings, ...walked.bindings, rowLimit])
   }
 
+  async #offsetPage(
+    request: unknown,
+    scope: { own: boolean; bindings: unknown[] },
+    walked: FilterWalk,
+    order: CompiledSort,
+    conditions: () => string[],
+  ): Promise<OffsetPage<M>> {
+    const { number, size, exactTotal } = checkOffsetRequest(request)
+    const a = this.#access
+    const offset = (number - 1) * size
+    const sql = cachedSql(a, `offset|${scope.own}|${walked.shape}|${order.key}`, () => {
+      const where = conditions()
+      return `select ${a.tableSql}.* from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${order.sql} limit ? offset ?`
+    })
+    const rows = await this.#rows(sql, [...scope.bindings, ...walked.bindings, size + 1, offset])
+    const hasNextPage = rows.length > size
+    const items = rows.slice(0, size)
+    let total: number
+    if (exactTotal) {
+      total = await this.#count(scope, walked)
+    } else {
+      const countSql = cachedSql(a, `estimate|${scope.own}|${walked.shape}`, () => {
+        const where = conditions()
+        return `explain (format json) select 1 from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''}`
+      })
+      const plan = await this.#raw<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(countSql, [
+        ...scope.bindings,
+        ...walked.bindings,
+      ])
+      const estimate = plan.rows[0]?.['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0
+      // Never claim fewer rows than this page shows exist.
+      total = Math.max(Math.round(estimate), offset + items.length + (hasNextPage ? 1 : 0))
+    }
+    return {
+      items,
+      page: number,
+      size,
+      total,
+      totalExact: exactTotal,
+      totalPages: Math.ceil(total / size),
+      hasNextPage,
+    }
+  }
+
+  async #keysetPage(
+    request: unknown,
+    scope: { own: boolean; bindings: unknown[] },
+    walked: FilterWalk,
+    order: CompiledSort,
+    conditions: () => string[],
+  ): Promise<KeysetPage<M>> {
+    const { size, after, before } = checkKeysetRequest(request)
+    const a = this.#access
+    const context = this.#context
+    const binding = {
+      sort: order.key,
+      filter: `${walked.shape}|${JSON.stringify(walked.bindings)}`,
+      actor: `${context.role}:${context.actorId ?? ''}`,
+    }
+    const backward = before !== undefined
+    const cursor = before ?? after
+    const codec = this.#cursors
+    let values: (string | null)[] | undefined
+    if (cursor !== undefined) {
+      const decoded = codec.decode(cursor, binding)
+      if (decoded.length !== order.keys.length || !decoded.every((v) => v === null || typeof v === 'string')) {
+        throw new InvalidCursorError()
+      }
+      values = decoded as (string | null)[]
+    }
+    const condition = values === undefined ? undefined : keysetCondition(order.keys, values, backward)
+    const nulls = values === undefined ? 'first' : values.map((v) => (v === null ? 'n' : 'v')).join('')
+    const sql = cachedSql(a, `keyset|${scope.own}|${walked.shape}|${order.key}|${backward}|${nulls}`, () => {
+      const where = [...conditions(), ...(condition ? [condition.sql] : [])]
+      return (
+        `select ${a.tableSql}.*, ${keySelect(order.keys)} from ${a.tableSql}` +
+        `${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${keysetOrder(order.keys, backward)} limit ?`
+      )
+    })
+    const result = await this.#raw<Record<string, unknown>>(sql, [
+      ...scope.bindings,
+      ...walked.bindings,
+      ...(condition?.bindings ?? []),
+      size + 1,
+    ])
+    const more = result.rows.length > size
+    const rows = result.rows.slice(0, size)
+    if (backward) rows.reverse()
+    const model = this.#model
+    const cursors: string[] = []
+    const items = rows.map((row) => {
+      const keyValues = order.keys.map((_, i) => {
+        const value = row[keyColumn(i)]
+        delete row[keyColumn(i)]
+        return value === null || value === undefined ? null : String(value)
+      })
+      cursors.push(codec.encode(binding, keyValues))
+      return model.fromDatabaseJson(row) as M
+    })
+    return {
+      items,
+      pageInfo: {
+        hasNextPage: backward ? true : more,
+        hasPreviousPage: backward ? more : after !== undefined,
+        startCursor: cursors[0] ?? null,
+        endCursor: cursors[cursors.length - 1] ?? null,
+      },
+    }
+  }
+
   async count(filter?: Filter): Promise<number> {
     const scope = this.#readScope()
+    return this.#count(scope, this.#access.filters.walk(filter))
+  }
+
+  async #count(scope: { own: boolean; bindings: unknown[] }, walked: FilterWalk): Promise<number> {
     const a = this.#access
-    const walked = a.filters.walk(filter)
     const sql = cachedSql(a, `count|${scope.own}|${walked.shape}`, () => {
       const conditions = [scope.own ? `${a.ownerSql} = ?` : '', a.filters.sql(walked.shape)].filter((c) => c !== '')
       const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
@@ -358,7 +567,13 @@ export class Scope {
   repo<C extends typeof BaseModel>(modelClass: C): ScopedRepository<InstanceType<C>> {
     let repo = this.#repos.get(modelClass)
     if (repo === undefined) {
-      repo = new Repository(this.#env.bind(modelClass), this, this.#context, this.#trx ?? this.#env.knex)
+      repo = new Repository(
+        this.#env.bind(modelClass),
+        this,
+        this.#context,
+        this.#trx ?? this.#env.knex,
+        this.#env.cursors,
+      )
       this.#repos.set(modelClass, repo)
     }
     return repo as unknown as ScopedRepository<InstanceType<C>>

@@ -108,6 +108,12 @@ export interface DatabaseConfig {
    * login role allowed to create roles the first time.
    */
   rls?: boolean
+  /**
+   * Pagination: `cursorSecrets` sign keyset cursors (base64, at least 32 bytes each); the first signs, all verify,
+   * so a new secret goes first and the old one stays until its cursors have expired. Without it, a random secret
+   * per `createDatabase` call: cursors then do not survive a restart or cross processes.
+   */
+  pagination?: { cursorSecrets?: string[] }
   /** Login settings: the scrypt cost of new and upgraded password hashes (default `{ cost: 15 }`). */
   auth?: { passwordHash?: PasswordHashOptions }
 }
@@ -122,6 +128,7 @@ export interface ResolvedConfig {
   readonly roles: Readonly<Record<string, RolePermissions>>
   readonly passwordHash: PasswordHashOptions | undefined
   readonly rls: boolean
+  readonly cursorSecrets: Buffer[] | undefined
 }
 
 const PLANNED: Record<string, string> = {
@@ -131,7 +138,17 @@ const PLANNED: Record<string, string> = {
   cache: 'the Redis cache',
 }
 
-const TOP_LEVEL = new Set(['connection', 'pool', 'logger', 'applicationName', 'embedded', 'roles', 'auth', 'rls'])
+const TOP_LEVEL = new Set([
+  'connection',
+  'pool',
+  'logger',
+  'applicationName',
+  'embedded',
+  'roles',
+  'auth',
+  'rls',
+  'pagination',
+])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
@@ -289,9 +306,28 @@ export function parseConfig(input: unknown): ResolvedConfig {
 
   if (input.rls !== undefined && typeof input.rls !== 'boolean') throw new ConfigError('rls', 'must be true or false.')
 
+  const paginationInput = input.pagination ?? {}
+  if (!isPlainObject(paginationInput)) throw new ConfigError('pagination', 'must be an object.')
+  checkKeys(paginationInput, ['cursorSecrets'], 'pagination.')
+  let cursorSecrets: Buffer[] | undefined
+  if (paginationInput.cursorSecrets !== undefined) {
+    const list = paginationInput.cursorSecrets
+    if (!Array.isArray(list) || list.length === 0) {
+      throw new ConfigError('pagination.cursorSecrets', 'must be a non-empty list of base64 secrets.')
+    }
+    cursorSecrets = list.map((secret, i) => {
+      const bytes = typeof secret === 'string' ? Buffer.from(secret, 'base64') : Buffer.alloc(0)
+      if (bytes.length < 32) {
+        throw new ConfigError(`pagination.cursorSecrets[${i}]`, 'must be base64 of at least 32 random bytes.')
+      }
+      return bytes
+    })
+  }
+
   return Object.freeze({
     connection,
     passwordHash,
+    cursorSecrets,
     rls: input.rls === true,
     roles: Object.freeze(roles),
     pool: Object.freeze(pool),

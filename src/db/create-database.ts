@@ -9,6 +9,7 @@ import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
 import { Droplet } from '../models/droplet.js'
 import { AuditLog } from '../models/audit-log.js'
 import { installRowLevelSecurity } from '../access/row-level-security.js'
+import { CursorCodec } from '../pagination/cursor-codec.js'
 import { User } from '../models/user.js'
 import { seedDevelopment, type SeedOptions, type SeedResult } from '../seed/development.js'
 import { parseConfig, type DatabaseConfig, type ResolvedConfig } from './config.js'
@@ -175,6 +176,7 @@ class DatabaseHandle implements Database {
     this.knex = knex
     this.#scopeEnv = Object.freeze({
       rls: config.rls,
+      cursors: new CursorCodec(config.cursorSecrets),
       knex,
       roles: config.roles,
       bind: <C extends typeof Model>(m: C): C => m.bindKnex<C>(knex),
