@@ -395,7 +395,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       if (decoded.length !== order.keys.length || !decoded.every((v) => v === null || typeof v === 'string')) {
         throw new InvalidCursorError()
       }
-      values = decoded as (string | null)[]
+      values = decoded
     }
     const condition = values === undefined ? undefined : keysetCondition(order.keys, values, backward)
     const nulls = values === undefined ? 'first' : values.map((v) => (v === null ? 'n' : 'v')).join('')
@@ -419,9 +419,10 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const cursors: string[] = []
     const items = rows.map((row) => {
       const keyValues = order.keys.map((_, i) => {
-        const value = row[keyColumn(i)]
+        // Selected as ::text, so a string or NULL.
+        const value = row[keyColumn(i)] as string | null | undefined
         delete row[keyColumn(i)]
-        return value === null || value === undefined ? null : String(value)
+        return value ?? null
       })
       cursors.push(codec.encode(binding, keyValues))
       return model.fromDatabaseJson(row) as M
