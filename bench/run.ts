@@ -11,11 +11,13 @@ import { formatResults, runBenchmarks, runOptionsFromEnv, type Benchmark } from 
 import { loadBenchData } from './load.js'
 import { modelLoadBenchmarks, type BenchContext } from './model-load.bench.js'
 import { scopedListBenchmarks } from './scoped-list.bench.js'
+import { paginationBenchmarks } from './pagination.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
   modelLoadBenchmarks,
   scopedListBenchmarks,
+  paginationBenchmarks,
 ]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
   let server: EmbeddedServer | undefined
   let db: Database | undefined
   let pool: pg.Pool | undefined
+  const cleanups: (() => Promise<void>)[] = []
   try {
     let url: string
     if (external) {
@@ -55,12 +58,13 @@ async function main(): Promise<void> {
       `node ${process.version}, PostgreSQL ${version}${server ? ' (embedded)' : ''}, ` +
         `${cpus().length} CPUs, ${options.iterations} timed rounds after ${options.warmup} warm-up rounds`,
     )
-    const context: BenchContext = { db, pool, data, url }
+    const context: BenchContext = { db, pool, data, url, onClose: (close) => cleanups.push(close) }
     const benchmarks: Benchmark[] = []
     for (const suite of SUITES) benchmarks.push(...(await suite(context)))
     const results = await runBenchmarks(benchmarks, options)
     console.log(`\n${formatResults(results)}`)
   } finally {
+    for (const close of cleanups.reverse()) await close()
     await pool?.end()
     await db?.close()
     await server?.stop()

@@ -9,7 +9,7 @@ import type { BenchContext } from './model-load.bench.js'
  * the library runs BEGIN, the scoped role and the actor settings as one message, then the query, then COMMIT;
  * the raw side is still the bare query, so the ratio shows everything RLS costs.
  */
-export async function scopedListBenchmarks({ db, pool, url }: BenchContext): Promise<Benchmark[]> {
+export async function scopedListBenchmarks({ db, pool, url, onClose }: BenchContext): Promise<Benchmark[]> {
   const { rows } = await pool.query<{ id: string }>(
     `select id from users where role = 'user' and is_active and id <> (select user_id from droplets group by user_id
      order by count(*) desc limit 1) order by id limit 1 offset 100`,
@@ -23,6 +23,7 @@ export async function scopedListBenchmarks({ db, pool, url }: BenchContext): Pro
   const raw = async () => (await pool.query(sql, values)).rows as Record<string, unknown>[]
 
   const rlsDb: Database = await createDatabase({ connection: url, pool: { min: 1, max: 1 }, rls: true })
+  onClose(() => rlsDb.close())
   await rlsDb.migrate.latest()
 
   const benchmark = (name: string, target: number, repo: () => ScopedRepository<Droplet>) =>

@@ -126,6 +126,25 @@ async function story(db: Database): Promise<void> {
     .repo(Droplet)
     .count({ or: [{ userId: someoneElses[0]!.userId }, { status: 'stopped' }] })
   say(`    A filter naming another user's id inside an "or" still counts only ${user1.username}'s rows: ${widened}.`)
+
+  // Pagination: the admin walks every droplet by cursor, five at a time, newest first.
+  const walked: string[] = []
+  let cursor: string | undefined
+  let pages = 0
+  do {
+    const page = await asAdmin
+      .repo(Droplet)
+      .list({ sort: ['-createdAt', 'name'], page: cursor === undefined ? { size: 5 } : { size: 5, after: cursor } })
+    walked.push(...page.items.map((d) => d.name))
+    pages += 1
+    cursor = page.pageInfo.hasNextPage ? (page.pageInfo.endCursor ?? undefined) : undefined
+  } while (cursor !== undefined)
+  const byNumber = await asAdmin.repo(Droplet).list({ sort: ['name'], page: { number: 2, size: 5, exactTotal: true } })
+  say(
+    `11. A cursor walk over all droplets, 5 a page: ${pages} pages, ${walked.length} droplets, ` +
+      `${new Set(walked).size} distinct. Page 2 by number: ${byNumber.items.map((d) => d.name).join(', ')} ` +
+      `(${byNumber.total} in all, ${byNumber.totalPages} pages).`,
+  )
 }
 
 async function main(): Promise<void> {
@@ -136,7 +155,7 @@ async function main(): Promise<void> {
   } finally {
     await db.close()
   }
-  say(`11. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
+  say(`12. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
 }
 
 main().catch((error: unknown) => {

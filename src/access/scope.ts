@@ -416,15 +416,19 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const rows = result.rows.slice(0, size)
     if (backward) rows.reverse()
     const model = this.#model
-    const cursors: string[] = []
+    const keyColumns = order.keys.map((_, i) => keyColumn(i))
+    // Selected as ::text, so strings or NULLs. Only the first and last rows get cursors.
+    const cursorOf = (row: Record<string, unknown> | undefined): string | null =>
+      row === undefined
+        ? null
+        : codec.encode(
+            binding,
+            keyColumns.map((column) => (row[column] as string | null | undefined) ?? null),
+          )
+    const startCursor = cursorOf(rows[0])
+    const endCursor = rows.length > 1 ? cursorOf(rows[rows.length - 1]) : startCursor
     const items = rows.map((row) => {
-      const keyValues = order.keys.map((_, i) => {
-        // Selected as ::text, so a string or NULL.
-        const value = row[keyColumn(i)] as string | null | undefined
-        delete row[keyColumn(i)]
-        return value ?? null
-      })
-      cursors.push(codec.encode(binding, keyValues))
+      for (const column of keyColumns) delete row[column]
       return model.fromDatabaseJson(row) as M
     })
     return {
@@ -432,8 +436,8 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       pageInfo: {
         hasNextPage: backward ? true : more,
         hasPreviousPage: backward ? more : after !== undefined,
-        startCursor: cursors[0] ?? null,
-        endCursor: cursors[cursors.length - 1] ?? null,
+        startCursor,
+        endCursor,
       },
     }
   }
