@@ -14,7 +14,7 @@ export interface BenchContext {
   /** The connection URL, for benchmarks that need a database handle of their own (e.g. with RLS on). */
   readonly url: string
   /** Registers work to do when the run ends (closing a benchmark's own database handle). */
-  onClose(close: () => Promise<void>): void
+  readonly onClose: (close: () => Promise<void>) => void
 }
 
 const PAGE_SIZE = 1_000

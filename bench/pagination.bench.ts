@@ -39,9 +39,12 @@ export async function paginationBenchmarks({ pool, url, data, onClose }: BenchCo
   const firstSql = `select "droplets".* from "droplets" where "droplets"."user_id" = $1
     order by "droplets"."created_at" desc, "droplets"."id" desc limit $2`
   const offsetSql = `${firstSql} offset $3`
-  const rawDeep = async () => (await pool.query(keysetSql, [actor.id, at.created, at.id, SIZE + 1])).rows.slice(0, SIZE)
-  const rawFirst = async () => (await pool.query(firstSql, [actor.id, SIZE + 1])).rows.slice(0, SIZE)
-  const rawOffset = async () => (await pool.query(offsetSql, [actor.id, SIZE, depth])).rows
+  const rawDeep = async (): Promise<Record<string, unknown>[]> =>
+    (await pool.query<Record<string, unknown>>(keysetSql, [actor.id, at.created, at.id, SIZE + 1])).rows.slice(0, SIZE)
+  const rawFirst = async (): Promise<Record<string, unknown>[]> =>
+    (await pool.query<Record<string, unknown>>(firstSql, [actor.id, SIZE + 1])).rows.slice(0, SIZE)
+  const rawOffset = async (): Promise<Record<string, unknown>[]> =>
+    (await pool.query<Record<string, unknown>>(offsetSql, [actor.id, SIZE, depth])).rows
   const libDeep = async () => (await repo().list({ sort: ['-createdAt'], page: { size: SIZE, after: cursor } })).items
   const libFirst = async () => (await repo().list({ sort: ['-createdAt'], page: { size: SIZE } })).items
 
