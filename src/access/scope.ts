@@ -427,10 +427,8 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
           )
     const startCursor = cursorOf(rows[0])
     const endCursor = rows.length > 1 ? cursorOf(rows[rows.length - 1]) : startCursor
-    const items = rows.map((row) => {
-      for (const column of keyColumns) delete row[column]
-      return model.fromDatabaseJson(row) as M
-    })
+    // BaseModel leaves the key columns out of the models.
+    const items = rows.map((row) => model.fromDatabaseJson(row) as M)
     return {
       items,
       pageInfo: {

@@ -17,6 +17,9 @@ import { uuidv7 } from '../internal/uuid.js'
 import { ValidationError, type ValidationDetail } from '../errors.js'
 import { BaseQueryBuilder } from './base-query-builder.js'
 
+/** The prefix of columns the library selects for its own use, e.g. keyset cursor values. @internal */
+export const INTERNAL_COLUMN = '__wincloud_'
+
 const propertyNameCache = new WeakMap<object, Map<string, string>>()
 
 function propertyNames(modelClass: object): Map<string, string> {
@@ -136,6 +139,7 @@ export class BaseModel extends Model {
       modelClass.prototype.$parseDatabaseJson !== Model.prototype.$parseDatabaseJson ||
       modelClass.columnNameMappers !== BaseModel.columnNameMappers
     ) {
+      for (const column of Object.keys(json)) if (column.startsWith(INTERNAL_COLUMN)) delete json[column]
       return super.$setDatabaseJson(json)
     }
     const names = propertyNames(modelClass)
@@ -143,10 +147,13 @@ export class BaseModel extends Model {
     for (const column in json) {
       let property = names.get(column)
       if (property === undefined) {
-        property = Object.keys(modelClass.columnNameMappers.parse({ [column]: null }))[0] ?? column
+        // Columns the library selects for itself (keyset cursor values) never become properties.
+        property = column.startsWith(INTERNAL_COLUMN)
+          ? ''
+          : (Object.keys(modelClass.columnNameMappers.parse({ [column]: null }))[0] ?? column)
         names.set(column, property)
       }
-      target[property] = json[column]
+      if (property !== '') target[property] = json[column]
     }
     // As objection does: JSON attributes that arrive as strings are parsed.
     for (const attribute of (modelClass as unknown as { getJsonAttributes(): string[] }).getJsonAttributes()) {

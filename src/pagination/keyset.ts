@@ -1,7 +1,8 @@
+import { INTERNAL_COLUMN } from '../models/base-model.js'
 import type { SortKey } from '../access/model-access.js'
 
 /** The columns through which a keyset page reads its rows' sort-key values as PostgreSQL text. @internal */
-export const keyColumn = (i: number): string => `__wincloud_k${i}`
+export const keyColumn = (i: number): string => `${INTERNAL_COLUMN}k${i}`
 
 /**
  * The select-list additions that read each sort key as text, so timestamps keep their microseconds in cursors.
