@@ -207,7 +207,7 @@ export class ForbiddenError extends DataError {
     readonly resource: string,
     options?: ErrorOptions,
   ) {
-    super('FORBIDDEN', `Not allowed to ${action} ${resource}.`, 403, options)
+    super('FORBIDDEN', `Not allowed: ${action} (${resource}).`, 403, options)
   }
 }
 

@@ -19,6 +19,7 @@ const RUNTIME_EXPORTS = [
   'InvalidCursorError',
   'MIGRATIONS_TABLE',
   'NotFoundError',
+  'SCOPED_DATABASE_ROLE',
   'Scope',
   'UnavailableError',
   'User',

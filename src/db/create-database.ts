@@ -118,9 +118,9 @@ export interface Database {
    */
   system(reason: string): Scope
   /**
-   * A model class bound to this database, unscoped: it sees every row. Prefer `scope(actor).repo(Model)` for
-   * anything done on behalf of a user. so its queries use this database's pool. Two databases in one process
-   * each get their own bound classes and share no state.
+   * A model class bound to this database, so its queries use this database's pool. Two databases in one process
+   * each get their own bound classes and share no state. It is unscoped: it sees every row. Prefer
+   * `scope(actor).repo(Model)` for anything done on behalf of a user.
    */
   model<M extends typeof Model>(modelClass: M): M
   /**

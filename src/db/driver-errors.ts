@@ -1,6 +1,7 @@
 import {
   ConfigError,
   ConflictError,
+  ForbiddenError,
   isDataError,
   UnavailableError,
   ValidationError,
@@ -139,6 +140,10 @@ export function toDataError(error: unknown): unknown {
       // invalid text representation, datetime format / overflow, time zone, numeric out of range, string too long,
       // invalid byte sequence (NUL in text), untranslatable character
       mapped = new ValidationError('A value has the wrong format for its column.', [], options)
+      break
+    case '42501':
+      // insufficient_privilege: e.g. a host table the scoped role was not granted, or RLS refusing a write.
+      mapped = new ForbiddenError('access', table ?? 'a table the database refused', options)
       break
     case '28P01':
     case '28000':

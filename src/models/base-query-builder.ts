@@ -62,6 +62,20 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
   // objection runs the count of resultSize() (and of page() and range()) on knex directly, not through execute().
   override async resultSize(): Promise<number> {
     try {
+      const scope = scopeOf(this.context())
+      if (scope?.rlsSql !== undefined && !scope.inTransaction) {
+        // Row-level security: count inside a transaction that carries the scope's settings, as execute() does.
+        const rlsSql = scope.rlsSql
+        return await this.modelClass()
+          .knex()
+          .transaction(async (trx) => {
+            await trx.raw(rlsSql)
+            const inner = this.clone()
+              .transacting(trx)
+              .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
+            return await QueryBuilder.prototype.resultSize.call(inner)
+          })
+      }
       return await super.resultSize()
     } catch (error) {
       throw toDataError(error)

@@ -64,7 +64,7 @@ async function rawChecks({ db, alice, bob, admin }: World): Promise<void> {
           [bob.id],
         ),
       ),
-  ).rejects.toThrow(/row-level security/)
+  ).rejects.toMatchObject({ name: 'ForbiddenError', cause: { message: expect.stringMatching(/row-level security/) } })
   await db.scope(admin).transaction(async (tx) => {
     const all = await tx.knex.raw<{ rows: { name: string }[] }>('select name from droplets')
     expect(all.rows).toHaveLength(5)
