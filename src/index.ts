@@ -23,6 +23,7 @@ export type {
   RolePermissions,
 } from './access/policy.js'
 export type { OffsetPage, KeysetPage, PageInfo, OffsetPageRequest, KeysetPageRequest } from './pagination/page.js'
+export type { BulkOptions, BulkProgress, BulkResult } from './bulk/bulk.js'
 export { SCOPED_DATABASE_ROLE } from './access/row-level-security.js'
 export { FILTER_LIMITS } from './access/filter-compiler.js'
 export type { Filter, FieldOperators, FilterValue, LikePattern, ColumnType } from './access/filter-compiler.js'

@@ -7,6 +7,9 @@ import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
 import { displayKey, type Filter, type FilterWalk } from './filter-compiler.js'
 import { compileSort, modelAccess, type CompiledSort, type ModelAccess } from './model-access.js'
 import type { CursorCodec } from '../pagination/cursor-codec.js'
+import type { BulkOptions, BulkResult } from '../bulk/bulk.js'
+import { bulkCreate } from '../bulk/bulk-create.js'
+import { bulkUpdateByFilter, bulkUpdateByIds, bulkUpdateEach, type BulkTarget } from '../bulk/bulk-update.js'
 import { keyColumn, keysetCondition, keysetOrder, keySelect } from '../pagination/keyset.js'
 import {
   PAGE_SIZE,
@@ -82,6 +85,21 @@ export interface ScopedRepository<M extends BaseModel> {
   update(id: string, patch: PartialModelObject<M>): Promise<M>
   /** Deletes a row in the scope; NotFoundError outside the scope. */
   delete(id: string): Promise<void>
+  /**
+   * One patch for many rows by id: `{ updated, notFound }` (ids outside the scope are not found and untouched).
+   * One statement per chunk; rows locked in id order; all chunks in one transaction unless `transaction: 'chunk'`.
+   */
+  bulkUpdate(ids: readonly string[], patch: PartialModelObject<M>, options?: BulkOptions): Promise<BulkResult>
+  /** One patch for every row in the scope matching a filter: how many rows changed. */
+  bulkUpdate(
+    selector: { readonly filter: Filter },
+    patch: PartialModelObject<M>,
+    options?: BulkOptions,
+  ): Promise<{ updated: number }>
+  /** A different patch per row, `[{ id, ...fields }]`: one statement per chunk and shape. */
+  bulkUpdateEach(rows: readonly ({ id: string } & PartialModelObject<M>)[], options?: BulkOptions): Promise<BulkResult>
+  /** Inserts many rows, each checked like `create`; returns them. */
+  bulkCreate(rows: readonly PartialModelObject<M>[], options?: BulkOptions): Promise<M[]>
   /**
    * An objection query builder already narrowed to the scope for whatever it does (select, patch, delete;
    * related rows fetched with `withGraphFetched` get their own model's policy). Joins, unions and CTEs are
@@ -492,6 +510,47 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
     const deleted = (await this.query().delete().where(`${this.#access.table}.id`, id)) as unknown as number
     if (deleted === 0) throw new NotFoundError(this.#access.name, id)
+  }
+
+  bulkUpdate(ids: readonly string[], patch: PartialModelObject<M>, options?: BulkOptions): Promise<BulkResult>
+  bulkUpdate(
+    selector: { readonly filter: Filter },
+    patch: PartialModelObject<M>,
+    options?: BulkOptions,
+  ): Promise<{ updated: number }>
+  async bulkUpdate(
+    selector: readonly string[] | { readonly filter: Filter },
+    patch: PartialModelObject<M>,
+    options?: BulkOptions,
+  ): Promise<BulkResult | { updated: number }> {
+    if (Array.isArray(selector)) return bulkUpdateByIds(this.#bulkTarget(), selector, patch, options)
+    if (
+      typeof selector !== 'object' ||
+      selector === null ||
+      !('filter' in selector) ||
+      Object.keys(selector).length !== 1
+    ) {
+      throw new ValidationError('bulkUpdate needs a list of ids or { filter }.', [
+        { field: 'selector', message: 'must be a list of ids or { filter }' },
+      ])
+    }
+    const walked = this.#access.filters.walk((selector as { filter: unknown }).filter)
+    return bulkUpdateByFilter(this.#bulkTarget(), walked, this.#access.filters.sql(walked.shape), patch, options)
+  }
+
+  bulkUpdateEach(
+    rows: readonly ({ id: string } & PartialModelObject<M>)[],
+    options?: BulkOptions,
+  ): Promise<BulkResult> {
+    return bulkUpdateEach(this.#bulkTarget(), rows, options)
+  }
+
+  bulkCreate(rows: readonly PartialModelObject<M>[], options?: BulkOptions): Promise<M[]> {
+    return bulkCreate<M>(this.#bulkTarget(), rows, options)
+  }
+
+  #bulkTarget(): BulkTarget {
+    return { model: this.#model, access: this.#access, context: this.#context, runner: this.#runner }
   }
 
   query(): M['QueryBuilderType'] {
