@@ -28,6 +28,9 @@ export interface Benchmark {
   readonly library: () => Promise<unknown>
   /** The raw `pg` way of doing the same work. */
   readonly raw: () => Promise<unknown>
+  /** Rounds for this benchmark when it is too slow for the run's default (e.g. updates of 100,000 rows). */
+  readonly iterations?: number | undefined
+  readonly warmup?: number | undefined
 }
 
 /**
@@ -165,14 +168,16 @@ export async function runBenchmarks(benchmarks: readonly Benchmark[], options: R
   const log = options.log ?? ((line: string) => console.log(line))
   const results: BenchmarkResult[] = []
   for (const benchmark of benchmarks) {
-    log(`> ${benchmark.name}: ${options.warmup} warm-up + ${options.iterations} timed rounds`)
+    const iterations = Math.min(benchmark.iterations ?? options.iterations, options.iterations)
+    const warmup = Math.min(benchmark.warmup ?? options.warmup, options.warmup)
+    log(`> ${benchmark.name}: ${warmup} warm-up + ${iterations} timed rounds`)
     await benchmark.setup?.()
-    for (let i = 0; i < options.warmup; i++) await round(benchmark, i)
+    for (let i = 0; i < warmup; i++) await round(benchmark, i)
 
     const library: number[] = []
     const raw: number[] = []
     const ratios: number[] = []
-    for (let i = 0; i < options.iterations; i++) {
+    for (let i = 0; i < iterations; i++) {
       const [l, r] = await round(benchmark, i)
       library.push(l)
       raw.push(r)
@@ -185,7 +190,7 @@ export async function runBenchmarks(benchmarks: readonly Benchmark[], options: R
     const target = benchmark.target
     results.push({
       name: benchmark.name,
-      iterations: options.iterations,
+      iterations,
       library: libraryStats,
       raw: rawStats,
       ratio,

@@ -12,12 +12,14 @@ import { loadBenchData } from './load.js'
 import { modelLoadBenchmarks, type BenchContext } from './model-load.bench.js'
 import { scopedListBenchmarks } from './scoped-list.bench.js'
 import { paginationBenchmarks } from './pagination.bench.js'
+import { bulkBenchmarks } from './bulk.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
   modelLoadBenchmarks,
   scopedListBenchmarks,
   paginationBenchmarks,
+  bulkBenchmarks,
 ]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */
