@@ -145,6 +145,20 @@ async function story(db: Database): Promise<void> {
       `${new Set(walked).size} distinct. Page 2 by number: ${byNumber.items.map((d) => d.name).join(', ')} ` +
       `(${byNumber.total} in all, ${byNumber.totalPages} pages).`,
   )
+
+  // Bulk: user1 stops their droplets and, by mistake, two of someone else's; those are "not found", untouched.
+  const mine = await asUser1.repo(Droplet).list({ limit: 100 })
+  const others = await asAdmin.repo(Droplet).list({ filter: { userId: { ne: user1.id } }, limit: 2 })
+  const bulk = await asUser1.repo(Droplet).bulkUpdate(
+    [...mine, ...others].map((d) => d.id),
+    { status: 'stopped' },
+  )
+  const stillTheirs = await asAdmin.repo(Droplet).count({ id: { in: others.map((d) => d.id) }, status: 'stopped' })
+  say(
+    `12. A bulk status change by ${user1.username}: ${bulk.updated.length} updated in one statement, ` +
+      `${bulk.notFound.length} not found; stopped among the other users' two: ${stillTheirs} ` +
+      `(of ${others.filter((d) => d.status === 'stopped').length} before).`,
+  )
 }
 
 async function main(): Promise<void> {
@@ -155,7 +169,7 @@ async function main(): Promise<void> {
   } finally {
     await db.close()
   }
-  say(`12. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
+  say(`13. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
 }
 
 main().catch((error: unknown) => {
