@@ -216,6 +216,7 @@ export async function bulkUpdateEach(
   // Group rows by the set of columns they change: one statement shape per group.
   const groups = new Map<string, { columns: string[]; rows: { id: string; values: unknown[] }[] }>()
   const seen = new Set<string>()
+  const validated = new Map<string, { columns: string[]; values: unknown[] }>()
   const now = new Date()
   for (const [i, row] of rows.entries()) {
     if (typeof row !== 'object' || row === null || Array.isArray(row)) {
@@ -233,7 +234,14 @@ export async function bulkUpdateEach(
       throw new ValidationError(`rows[${i}] repeats an id.`, [{ field: `rows[${i}].id`, message: 'repeats an id' }])
     }
     seen.add(key)
-    const { columns, values } = patchColumns(target, patch)
+    // Rows with the same patch (a status for thousands of rows) are validated once.
+    const patchKey = JSON.stringify(patch)
+    let checked = validated.get(patchKey)
+    if (checked === undefined) {
+      checked = patchColumns(target, patch)
+      validated.set(patchKey, checked)
+    }
+    const { columns, values } = checked
     const shape = columns.join(',')
     let group = groups.get(shape)
     if (group === undefined) {
