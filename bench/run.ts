@@ -63,7 +63,9 @@ async function main(): Promise<void> {
     const context: BenchContext = { db, pool, data, url, onClose: (close) => cleanups.push(close) }
     const benchmarks: Benchmark[] = []
     for (const suite of SUITES) benchmarks.push(...(await suite(context)))
-    const results = await runBenchmarks(benchmarks, options)
+    // BENCH_ONLY=bulk runs only the benchmarks whose name contains it.
+    const only = process.env.BENCH_ONLY
+    const results = await runBenchmarks(only ? benchmarks.filter((b) => b.name.includes(only)) : benchmarks, options)
     console.log(`\n${formatResults(results)}`)
   } finally {
     for (const close of cleanups.reverse()) await close()
