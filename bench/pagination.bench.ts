@@ -29,10 +29,10 @@ export async function paginationBenchmarks({ pool, url, data, onClose }: BenchCo
     [data.heavyUserId, depth - 1],
   )
   const at = rows[0]!
-  const cursor = new CursorCodec([secret]).encode({ sort: '-createdAt', filter: '|[]', actor: `user:${actor.id}` }, [
-    at.created,
-    at.id,
-  ])
+  const cursor = new CursorCodec([secret]).encode(
+    { model: 'Droplet', sort: '-createdAt', filter: '|[]', actor: `user:${actor.id}` },
+    [at.created, at.id],
+  )
   const keysetSql = `select "droplets".* from "droplets" where "droplets"."user_id" = $1
     and ("droplets"."created_at", "droplets"."id") < ($2, $3)
     order by "droplets"."created_at" desc, "droplets"."id" desc limit $4`

@@ -375,8 +375,13 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
         ...walked.bindings,
       ])
       const estimate = plan.rows[0]?.['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0
-      // Never claim fewer rows than this page shows exist.
-      total = Math.max(Math.round(estimate), offset + items.length + (hasNextPage ? 1 : 0))
+      // A page that ends the list knows the total exactly; otherwise never claim fewer rows than the page shows.
+      total =
+        items.length > 0 && !hasNextPage
+          ? offset + items.length
+          : items.length > 0
+            ? Math.max(Math.round(estimate), offset + items.length + 1)
+            : Math.round(estimate)
     }
     return {
       items,
@@ -400,6 +405,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const a = this.#access
     const context = this.#context
     const binding = {
+      model: a.name,
       sort: order.key,
       filter: `${walked.shape}|${JSON.stringify(walked.bindings)}`,
       actor: `${context.role}:${context.actorId ?? ''}`,

@@ -1,34 +1,31 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { InvalidCursorError } from '../errors.js'
 
 const VERSION = 1
 const MAC_BYTES = 16
 
 /**
- * What a cursor is bound to: the query's sort and filter shape-and-values, and the actor. A cursor used with any
- * other binding is refused.
+ * What a cursor is bound to: the model, the query's sort, its filter (shape and values) and the actor. A cursor
+ * used with any other binding is refused.
  *
  * @internal
  */
 export interface CursorBinding {
+  readonly model: string
   readonly sort: string
   readonly filter: string
   readonly actor: string
 }
 
-/** A digest of the binding, so cursors stay short and say nothing about the filter's values. */
-function bindingDigest(binding: CursorBinding): string {
-  return createHash('sha256')
-    .update(`${binding.sort}\u0000${binding.filter}\u0000${binding.actor}`)
-    .digest('base64url')
-    .slice(0, 16)
-}
+const PAYLOAD = /^[A-Za-z0-9_-]{1,4000}$/
+const MAC = /^[A-Za-z0-9_-]{22}$/
 
 /**
  * Opaque, versioned, signed pagination cursors: `base64url(JSON payload).base64url(HMAC-SHA256)`. The payload holds
- * the version, a digest of what the cursor is bound to, and the sort-key values of the row it points at
- * (timestamps as PostgreSQL text, so microseconds survive). Verification is constant-time; every failure is the
- * same `InvalidCursorError`.
+ * the version and the sort-key values of the row the cursor points at (timestamps as PostgreSQL text, so
+ * microseconds survive). The binding (model, sort, filter, actor) is not in the payload: it is part of what the
+ * HMAC signs, so a cursor says nothing about the filter, and one used with another binding fails like a forged one.
+ * Verification is constant-time and strict about the text; every failure is the same `InvalidCursorError`.
  *
  * @internal
  */
@@ -42,38 +39,51 @@ export class CursorCodec {
   }
 
   encode(binding: CursorBinding, values: readonly unknown[]): string {
-    const payload = Buffer.from(JSON.stringify({ v: VERSION, b: bindingDigest(binding), k: values })).toString(
-      'base64url',
-    )
-    return `${payload}.${this.#mac(this.#secrets[0]!, payload).toString('base64url')}`
+    const payload = Buffer.from(JSON.stringify({ v: VERSION, k: values })).toString('base64url')
+    return `${payload}.${this.#mac(this.#secrets[0]!, binding, payload).toString('base64url')}`
   }
 
   decode(cursor: unknown, binding: CursorBinding): unknown[] {
     if (typeof cursor !== 'string' || cursor.length > 4_096) throw new InvalidCursorError()
     const dot = cursor.indexOf('.')
-    if (dot <= 0 || dot !== cursor.lastIndexOf('.')) throw new InvalidCursorError()
     const payload = cursor.slice(0, dot)
-    const mac = Buffer.from(cursor.slice(dot + 1), 'base64url')
+    const macText = cursor.slice(dot + 1)
+    // Strict text: only the one spelling the encoder writes verifies.
+    if (dot <= 0 || !PAYLOAD.test(payload) || !MAC.test(macText)) throw new InvalidCursorError()
+    // Compare the text, not decoded bytes: base64url has other spellings of the same bytes (padding bits).
+    const given = Buffer.from(macText, 'latin1')
     const signed = this.#secrets.some((secret) => {
-      const expected = this.#mac(secret, payload)
-      return mac.length === expected.length && timingSafeEqual(mac, expected)
+      const expected = Buffer.from(this.#mac(secret, binding, payload).toString('base64url'), 'latin1')
+      return given.length === expected.length && timingSafeEqual(given, expected)
     })
-    if (!signed) throw new InvalidCursorError()
+    if (!signed) {
+      throw new InvalidCursorError('Invalid cursor: it was altered, or it belongs to another sort, filter or user.')
+    }
     let parsed: unknown
     try {
       parsed = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'))
     } catch {
       throw new InvalidCursorError()
     }
-    const { v, b, k } = (parsed ?? {}) as { v?: unknown; b?: unknown; k?: unknown }
+    const { v, k } = (parsed ?? {}) as { v?: unknown; k?: unknown }
     if (v !== VERSION || !Array.isArray(k)) throw new InvalidCursorError()
-    if (b !== bindingDigest(binding)) {
-      throw new InvalidCursorError('This cursor belongs to another sort, filter or user.')
-    }
     return k as unknown[]
   }
 
-  #mac(secret: Buffer, payload: string): Buffer {
-    return createHmac('sha256', secret).update(`wincloud-cursor.v${VERSION}.${payload}`).digest().subarray(0, MAC_BYTES)
+  #mac(secret: Buffer, binding: CursorBinding, payload: string): Buffer {
+    return createHmac('sha256', secret)
+      .update(
+        JSON.stringify([
+          'wincloud-cursor',
+          VERSION,
+          binding.model,
+          binding.sort,
+          binding.filter,
+          binding.actor,
+          payload,
+        ]),
+      )
+      .digest()
+      .subarray(0, MAC_BYTES)
   }
 }
