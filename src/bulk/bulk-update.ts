@@ -76,8 +76,9 @@ export async function inTransactions<T>(
 
 /**
  * One patch for many rows by id, one statement per chunk. Each chunk first locks its rows in id order (so
- * concurrent bulk calls over overlapping ids cannot deadlock), then updates them; the scope is part of the same
- * statement. Ids outside the scope, missing, or malformed are reported as not found and never touched.
+ * concurrent bulk calls over overlapping ids cannot deadlock), with the lock the UPDATE takes anyway (FOR NO KEY
+ * UPDATE, which does not block inserts that reference the rows), then updates them; the scope is part of the
+ * same statement. Ids outside the scope, missing, or malformed are reported as not found and never touched.
  *
  * @internal
  */
@@ -102,7 +103,7 @@ export async function bulkUpdateByIds(
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
   const sql =
     `with locked as (select ${a.idSql} as id from ${a.tableSql} where ${a.idSql} = any(?::uuid[])` +
-    `${own ? ` and ${a.ownerSql} = ?` : ''} order by ${a.idSql} for update) ` +
+    `${own ? ` and ${a.ownerSql} = ?` : ''} order by ${a.idSql} for no key update) ` +
     `update ${a.tableSql} set ${set} from locked where ${a.idSql} = locked.id returning ${a.idSql}::text as id`
   const updated: string[] = []
   await inTransactions(
@@ -144,7 +145,7 @@ export async function bulkUpdateByFilter(
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
   const where = [own ? `${a.ownerSql} = ?` : '', filterSql, `${a.idSql} > ?`].filter((c) => c !== '').join(' and ')
   const sql =
-    `with locked as (select ${a.idSql} as id from ${a.tableSql} where ${where} order by ${a.idSql} limit ? for update) ` +
+    `with locked as (select ${a.idSql} as id from ${a.tableSql} where ${where} order by ${a.idSql} limit ? for no key update) ` +
     `update ${a.tableSql} set ${set} from locked where ${a.idSql} = locked.id returning ${a.idSql}::text as id`
   let updated = 0
   let last = '00000000-0000-0000-0000-000000000000'
@@ -266,7 +267,7 @@ export async function bulkUpdateEach(
     const sql =
       `with input as (select * from unnest(?::uuid[], ${casts.join(', ')}) as i(id, ${inputColumns.join(', ')})), ` +
       `locked as (select ${a.idSql} as id from ${a.tableSql} join input on ${a.idSql} = input.id` +
-      `${own ? ` where ${a.ownerSql} = ?` : ''} order by ${a.idSql} for update) ` +
+      `${own ? ` where ${a.ownerSql} = ?` : ''} order by ${a.idSql} for no key update) ` +
       `update ${a.tableSql} set ${set} from input, locked where ${a.idSql} = input.id and ${a.idSql} = locked.id ` +
       `returning ${a.idSql}::text as id`
     const sorted = [...group.rows].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
