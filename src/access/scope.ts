@@ -9,7 +9,13 @@ import { compileSort, modelAccess, type CompiledSort, type ModelAccess } from '.
 import type { CursorCodec } from '../pagination/cursor-codec.js'
 import type { BulkOptions, BulkResult } from '../bulk/bulk.js'
 import { bulkCreate } from '../bulk/bulk-create.js'
-import { bulkUpdateByFilter, bulkUpdateByIds, bulkUpdateEach, type BulkTarget } from '../bulk/bulk-update.js'
+import {
+  bulkUpdateByFilter,
+  bulkUpdateByIds,
+  bulkUpdateEach,
+  bulkUpdateStream,
+  type BulkTarget,
+} from '../bulk/bulk-update.js'
 import { keyColumn, keysetCondition, keysetOrder, keySelect } from '../pagination/keyset.js'
 import {
   PAGE_SIZE,
@@ -90,6 +96,15 @@ export interface ScopedRepository<M extends BaseModel> {
    * One statement per chunk; rows locked in id order; all chunks in one transaction unless `transaction: 'chunk'`.
    */
   bulkUpdate(ids: readonly string[], patch: PartialModelObject<M>, options?: BulkOptions): Promise<BulkResult>
+  /**
+   * One patch for ids that arrive as a stream (async iterable): chunk by chunk, each committed before the next is
+   * read, so memory stays flat; returns counts.
+   */
+  bulkUpdate(
+    ids: AsyncIterable<string>,
+    patch: PartialModelObject<M>,
+    options?: BulkOptions,
+  ): Promise<{ updated: number; notFound: number }>
   /** One patch for every row in the scope matching a filter: how many rows changed. */
   bulkUpdate(
     selector: { readonly filter: Filter },
@@ -520,16 +535,24 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
 
   bulkUpdate(ids: readonly string[], patch: PartialModelObject<M>, options?: BulkOptions): Promise<BulkResult>
   bulkUpdate(
+    ids: AsyncIterable<string>,
+    patch: PartialModelObject<M>,
+    options?: BulkOptions,
+  ): Promise<{ updated: number; notFound: number }>
+  bulkUpdate(
     selector: { readonly filter: Filter },
     patch: PartialModelObject<M>,
     options?: BulkOptions,
   ): Promise<{ updated: number }>
   async bulkUpdate(
-    selector: readonly string[] | { readonly filter: Filter },
+    selector: readonly string[] | AsyncIterable<string> | { readonly filter: Filter },
     patch: PartialModelObject<M>,
     options?: BulkOptions,
-  ): Promise<BulkResult | { updated: number }> {
+  ): Promise<BulkResult | { updated: number } | { updated: number; notFound: number }> {
     if (Array.isArray(selector)) return bulkUpdateByIds(this.#bulkTarget(), selector, patch, options)
+    if (typeof selector === 'object' && selector !== null && Symbol.asyncIterator in selector) {
+      return bulkUpdateStream(this.#bulkTarget(), selector, patch, options)
+    }
     if (
       typeof selector !== 'object' ||
       selector === null ||

@@ -125,6 +125,54 @@ export async function bulkUpdateByIds(
 }
 
 /**
+ * One patch for ids that arrive as a stream (an async iterable, e.g. read from a file or a cursor), for jobs too
+ * large to hold in memory: each chunk is collected, sorted, locked in id order, updated and committed before the
+ * next is read, so memory stays flat whatever the count. Only counts are returned. Each chunk is its own
+ * transaction (a stream cannot be sorted as a whole, so one transaction over all chunks could deadlock with a
+ * concurrent job); `transaction: 'all'` is refused. Ids are expected to be unique: a duplicate in another chunk is
+ * counted again.
+ *
+ * @internal
+ */
+export async function bulkUpdateStream(
+  target: BulkTarget,
+  ids: AsyncIterable<unknown> | Iterable<unknown>,
+  patch: unknown,
+  options?: BulkOptions,
+): Promise<{ updated: number; notFound: number }> {
+  requireAccess(target.context, target.model, 'update')
+  const checked = checkBulkOptions(
+    options === undefined ? { transaction: 'chunk' } : { transaction: 'chunk', ...options },
+  )
+  if (checked.transaction !== 'chunk') {
+    throw new ValidationError("A stream of ids is updated chunk by chunk: transaction must be 'chunk'.", [
+      { field: 'transaction', message: "must be 'chunk' for a stream of ids" },
+    ])
+  }
+  patchColumns(target, patch)
+  let updated = 0
+  let notFound = 0
+  let chunk = 0
+  let batch: unknown[] = []
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return
+    const ids = batch
+    batch = []
+    const result = await bulkUpdateByIds(target, ids, patch, { chunkSize: checked.chunkSize })
+    updated += result.updated.length
+    notFound += result.notFound.length
+    chunk += 1
+    checked.onProgress?.({ chunk, done: updated, total: undefined })
+  }
+  for await (const id of ids) {
+    batch.push(id)
+    if (batch.length >= checked.chunkSize) await flush()
+  }
+  await flush()
+  return { updated, notFound }
+}
+
+/**
  * One patch for every row in the scope that matches a filter, in chunks walked by id (each chunk locks its rows
  * in id order and updates them in one statement). Returns how many rows changed.
  *

@@ -166,6 +166,27 @@ describe('bulk operations', () => {
     expect(await snapshot(alice)).toEqual(before)
   })
 
+  it('updates a stream of ids chunk by chunk, counting what it did', async () => {
+    const mine = (await db.scope(alice).repo(Droplet).list({ limit: 100 })).map((d) => d.id)
+    const theirs = (await db.scope(bob).repo(Droplet).list({ limit: 3 })).map((d) => d.id)
+    const before = await snapshot(bob)
+    async function* ids(): AsyncGenerator<string> {
+      for (const id of [...mine.slice(0, 9), ...theirs, 'nope']) yield id
+    }
+    const progress: BulkProgress[] = []
+    const result = await db
+      .scope(alice)
+      .repo(Droplet)
+      .bulkUpdate(ids(), { region: 'ams3' }, { chunkSize: 4, onProgress: (p) => progress.push(p) })
+    expect(result).toEqual({ updated: 9, notFound: 4 })
+    expect(progress.map((p) => p.chunk)).toEqual([1, 2, 3, 4])
+    expect(await db.scope(alice).repo(Droplet).count({ region: 'ams3' })).toBe(9)
+    expect(await snapshot(bob)).toEqual(before)
+    await expect(
+      db.scope(alice).repo(Droplet).bulkUpdate(ids(), { region: 'ams3' }, { transaction: 'all' }),
+    ).rejects.toBeInstanceOf(ValidationError)
+  })
+
   it('does not deadlock when concurrent bulk updates overlap', async () => {
     const ids = (await droplets(alice, 400, 'lock')).map((d) => d.id)
     const shuffled = (seed: number) =>
