@@ -51,6 +51,50 @@ export async function bulkBenchmarks({ db, pool, data }: BenchContext): Promise<
     const result = await repo().bulkUpdate(all.slice(0, n), { status: 'stopped' })
     if (result.updated.length !== n || result.notFound.length !== 0) throw new Error('bulkUpdate missed rows')
   }
+  // Every droplet id, streamed from the database in keyset pages of 10,000: the same source for both sides.
+  async function* everyId(): AsyncGenerator<string> {
+    let last = '00000000-0000-0000-0000-000000000000'
+    for (;;) {
+      const page = await pool.query<{ id: string }>(
+        'select id::text as id from droplets where id > $1 order by id limit 10000',
+        [last],
+      )
+      for (const row of page.rows) yield row.id
+      if (page.rows.length < 10_000) return
+      last = page.rows[page.rows.length - 1]!.id
+    }
+  }
+  const system = () => db.system('bulk benchmark').repo(Droplet)
+  let peakRss = 0
+  const streamed = async () => {
+    const start = process.memoryUsage().rss
+    peakRss = 0
+    const result = await system().bulkUpdate(
+      everyId(),
+      { status: status() },
+      { onProgress: () => (peakRss = Math.max(peakRss, process.memoryUsage().rss - start)) },
+    )
+    console.log(
+      `  streamed bulkUpdate: ${result.updated.toLocaleString('en')} rows, ` +
+        `peak RSS growth ${(peakRss / 1024 / 1024).toFixed(1)} MiB`,
+    )
+  }
+  const rawStreamed = async () => {
+    let batch: string[] = []
+    const flush = async () => {
+      await pool.query(`update droplets set status = $1, updated_at = now() where id = any($2::uuid[])`, [
+        status(),
+        batch,
+      ])
+      batch = []
+    }
+    for await (const id of everyId()) {
+      batch.push(id)
+      if (batch.length === 5_000) await flush()
+    }
+    if (batch.length > 0) await flush()
+  }
+
   return [
     defineBenchmark({
       name: 'bulkUpdate 10,000 rows vs one raw UPDATE',
@@ -76,6 +120,13 @@ export async function bulkBenchmarks({ db, pool, data }: BenchContext): Promise<
       warmup: 1,
       library: () => repo().bulkUpdateEach(all.map((id) => ({ id, status: status() }))),
       raw: () => rawEach(all),
+    }),
+    defineBenchmark({
+      name: 'bulkUpdate of a stream of 1,000,000 ids vs raw chunked UPDATEs',
+      iterations: 1,
+      warmup: 0,
+      library: streamed,
+      raw: rawStreamed,
     }),
     defineBenchmark({
       name: 'raw per-row loop of 2,000 rows vs bulkUpdate of them',
