@@ -4,6 +4,10 @@ import { SCOPE_KEY, scopeKnexQuery, scopeOf } from '../access/enforce.js'
 import { toDataError } from '../db/driver-errors.js'
 
 type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
+const objectionMethods = QueryBuilder.prototype as unknown as Record<
+  'execute' | 'resultSize',
+  (this: unknown) => Promise<unknown>
+>
 const objectionExecuteOnBuildKnex = (QueryBuilder.prototype as unknown as { executeOnBuildKnex: BuildKnex })
   .executeOnBuildKnex
 
@@ -37,46 +41,34 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
     return built
   }
 
-  override async execute(): Promise<R> {
-    try {
-      const scope = scopeOf(this.context())
-      if (scope?.rlsSql !== undefined && !scope.inTransaction) {
-        // Row-level security: run in a transaction that carries the scope's settings, eager child queries too.
-        const rlsSql = scope.rlsSql
-        return await this.modelClass()
-          .knex()
-          .transaction(async (trx) => {
-            await trx.raw(rlsSql)
-            const inner = this.clone()
-              .transacting(trx)
-              .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
-            return (await QueryBuilder.prototype.execute.call(inner)) as R
-          })
-      }
-      return await super.execute()
-    } catch (error) {
-      throw toDataError(error)
-    }
+  override execute(): Promise<R> {
+    return this.#run('execute') as Promise<R>
   }
 
   // objection runs the count of resultSize() (and of page() and range()) on knex directly, not through execute().
-  override async resultSize(): Promise<number> {
+  override resultSize(): Promise<number> {
+    return this.#run('resultSize') as Promise<number>
+  }
+
+  /**
+   * Runs one of objection's executing methods with the library's errors, and, under row-level security outside a
+   * transaction, inside a transaction that carries the scope's settings (eager child queries included).
+   */
+  async #run(method: 'execute' | 'resultSize'): Promise<unknown> {
+    const objection = objectionMethods[method]
     try {
       const scope = scopeOf(this.context())
-      if (scope?.rlsSql !== undefined && !scope.inTransaction) {
-        // Row-level security: count inside a transaction that carries the scope's settings, as execute() does.
-        const rlsSql = scope.rlsSql
-        return await this.modelClass()
-          .knex()
-          .transaction(async (trx) => {
-            await trx.raw(rlsSql)
-            const inner = this.clone()
-              .transacting(trx)
-              .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
-            return await QueryBuilder.prototype.resultSize.call(inner)
-          })
-      }
-      return await super.resultSize()
+      if (scope?.rlsSql === undefined || scope.inTransaction) return await objection.call(this)
+      const rlsSql = scope.rlsSql
+      return await this.modelClass()
+        .knex()
+        .transaction(async (trx) => {
+          await trx.raw(rlsSql)
+          const inner = this.clone()
+            .transacting(trx)
+            .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
+          return await objection.call(inner)
+        })
     } catch (error) {
       throw toDataError(error)
     }
