@@ -171,7 +171,8 @@ describe('bulk operations', () => {
     const theirs = (await db.scope(bob).repo(Droplet).list({ limit: 3 })).map((d) => d.id)
     const before = await snapshot(bob)
     async function* ids(): AsyncGenerator<string> {
-      for (const id of [...mine.slice(0, 9), ...theirs, 'nope']) yield id
+      // An async source, as a file or a database cursor would be.
+      for (const id of [...mine.slice(0, 9), ...theirs, 'nope']) yield await Promise.resolve(id)
     }
     const progress: BulkProgress[] = []
     const result = await db
