@@ -3,7 +3,7 @@ import type { Model } from 'objection'
 import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
 import type { Actor } from '../access/policy.js'
 import { createAuth, type Auth } from '../auth/login.js'
-import { isDataError, UnavailableError } from '../errors.js'
+import { ConfigError, isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
 import { Droplet } from '../models/droplet.js'
@@ -125,9 +125,10 @@ export interface Database {
   model<M extends typeof Model>(modelClass: M): M
   /**
    * Closes the pool and, for the embedded default, stops the server and deletes its files. Leaves no process,
-   * timer or socket behind. Safe to call twice.
+   * timer or socket behind. Safe to call twice. Connections still checked out (an unfinished transaction) get
+   * `timeoutMs` (default 10 s) to come back; then their sockets are closed, so `close()` never hangs.
    */
-  close(): Promise<void>
+  close(options?: { timeoutMs?: number }): Promise<void>
 }
 
 function knexConfig(config: ResolvedConfig, connection: (ResolvedConfig['connection'] & object) | string): Knex.Config {
@@ -170,10 +171,12 @@ class DatabaseHandle implements Database {
   readonly auth: Auth
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
+  readonly #logger: ResolvedConfig['logger']
   #closing: Promise<void> | undefined
 
   constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined, config: ResolvedConfig) {
     this.knex = knex
+    this.#logger = config.logger
     this.#scopeEnv = Object.freeze({
       rls: config.rls,
       cursors: new CursorCodec(config.cursorSecrets),
@@ -232,11 +235,28 @@ class DatabaseHandle implements Database {
     return createSystemScope(this.#scopeEnv, reason)
   }
 
-  close(): Promise<void> {
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? 10_000
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0) {
+      return Promise.reject(new ConfigError('close.timeoutMs', 'must be a whole number of milliseconds.'))
+    }
     this.#closing ??= (async () => {
+      let timer: NodeJS.Timeout | undefined
       try {
-        await this.knex.destroy()
+        const destroyed = this.knex.destroy().then(() => true)
+        const late = new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), timeoutMs)
+        })
+        if (!(await Promise.race([destroyed, late]))) {
+          // knex waits for every checked-out connection to be released; end their sockets instead of waiting forever.
+          const pool = (this.knex.client as { pool?: { used?: { resource?: { end?: () => Promise<void> } }[] } }).pool
+          const used = pool?.used ?? []
+          this.#logger?.warn({ connections: used.length }, 'closing with connections still checked out')
+          await Promise.all(used.map((u) => (u.resource?.end?.() ?? Promise.resolve()).catch(() => undefined)))
+          await Promise.race([destroyed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())])
+        }
       } finally {
+        clearTimeout(timer)
         await this.#server?.stop()
       }
     })()

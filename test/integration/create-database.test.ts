@@ -113,3 +113,25 @@ describe('createDatabase', () => {
     expect(lines.some((line) => line.startsWith('knex: ') && line.includes('ECONNREFUSED'))).toBe(true)
   })
 })
+
+describe('close() with a connection still checked out', () => {
+  it('gives it timeoutMs to come back, then closes its socket instead of hanging', async () => {
+    const lines: string[] = []
+    const log = (_fields: Record<string, unknown>, message?: string) => lines.push(message ?? '')
+    const other = await createDatabase({ connection: url, logger: { debug: log, info: log, warn: log, error: log } })
+    const trx = await other.knex.transaction()
+    await trx.raw('select 1')
+    const started = Date.now()
+    await other.close({ timeoutMs: 200 })
+    expect(Date.now() - started).toBeLessThan(3_000)
+    expect(lines).toContain('closing with connections still checked out')
+    await expect(trx.raw('select 1')).rejects.toThrow()
+    await expect(other.model(Droplet).query().resultSize()).rejects.toBeInstanceOf(UnavailableError)
+  })
+
+  it('refuses a bad timeout', async () => {
+    const other = await createDatabase({ connection: url })
+    await expect(other.close({ timeoutMs: -1 })).rejects.toBeInstanceOf(ConfigError)
+    await other.close()
+  })
+})
