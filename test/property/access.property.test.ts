@@ -13,9 +13,10 @@
  */
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DROPLET_STATUSES, Droplet, User, isDataError, type Database, type Scope } from '../../src/index.js'
+import { DROPLET_STATUSES, Droplet, isDataError, type Database, type Scope } from '../../src/index.js'
 import type { ColumnType, Filter } from '../../src/access/filter-compiler.js'
 import { openTestDatabase } from '../helpers/database.js'
+import { checkProperty, datasetSeed, insertUsers, runs } from '../helpers/property.js'
 import {
   OracleInvalid,
   collationRanks,
@@ -27,11 +28,7 @@ import {
   type OracleRow,
 } from '../helpers/oracle.js'
 
-const DEEP = process.env.WINCLOUD_TEST_DEEP === '1'
-const runs = (n: number): number => Math.ceil(DEEP ? n * 10 : n)
-const SEED = process.env.WINCLOUD_PROPERTY_SEED
-  ? Number(process.env.WINCLOUD_PROPERTY_SEED)
-  : Math.floor(Math.random() * 0x7fffffff)
+const SEED = datasetSeed()
 
 // ---------------------------------------------------------------------------------------------------------------
 // The dataset: drawn once, synchronously, so the arbitraries below can pick from its values.
@@ -126,18 +123,7 @@ let model: OracleModel
 function useDatabase(rls: boolean): void {
   beforeAll(async () => {
     ;({ db, cleanup } = await openTestDatabase({ rls }))
-    await db
-      .model(User)
-      .query()
-      .insert(
-        userIds.slice(0, USER_COUNT + 1).map((id, i) => ({
-          id,
-          email: `user${i}@example.com`,
-          username: `user${i}`,
-          passwordHash: 'x',
-          role: i === ADMIN ? 'admin' : 'user',
-        })),
-      )
+    await insertUsers(db, userIds.slice(0, USER_COUNT + 1), ADMIN)
     await db
       .model(Droplet)
       .query()
@@ -157,15 +143,8 @@ function useDatabase(rls: boolean): void {
   })
 }
 
-/** Runs a property; a failure names the dataset seed, so it can be replayed with WINCLOUD_PROPERTY_SEED. */
-async function check<T>(property: fc.IAsyncProperty<T>, numRuns: number): Promise<void> {
-  try {
-    await fc.assert(property, { numRuns })
-  } catch (error) {
-    if (error instanceof Error) error.message = `[dataset WINCLOUD_PROPERTY_SEED=${SEED}] ${error.message}`
-    throw error
-  }
-}
+const check = <T>(property: fc.IAsyncProperty<T>, numRuns: number): Promise<void> =>
+  checkProperty(property, numRuns, SEED)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Actors

@@ -22,7 +22,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   DROPLET_STATUSES,
   Droplet,
-  User,
   isDataError,
   type BulkOptions,
   type BulkProgress,
@@ -32,12 +31,9 @@ import {
   type Scope,
 } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
+import { checkProperty, datasetSeed, insertUsers, runs } from '../helpers/property.js'
 
-const DEEP = process.env.WINCLOUD_TEST_DEEP === '1'
-const runs = (n: number): number => Math.ceil(DEEP ? n * 10 : n)
-const SEED = process.env.WINCLOUD_PROPERTY_SEED
-  ? Number(process.env.WINCLOUD_PROPERTY_SEED)
-  : Math.floor(Math.random() * 0x7fffffff)
+const SEED = datasetSeed()
 
 // ---------------------------------------------------------------------------------------------------------------
 // The dataset
@@ -109,18 +105,7 @@ let cleanup: () => Promise<void>
 function useDatabase(rls: boolean): void {
   beforeAll(async () => {
     ;({ db, cleanup } = await openTestDatabase({ rls }))
-    await db
-      .model(User)
-      .query()
-      .insert(
-        userIds.slice(0, USERS + 1).map((id, i) => ({
-          id,
-          email: `user${i}@example.com`,
-          username: `user${i}`,
-          passwordHash: 'x',
-          role: i === ADMIN ? 'admin' : 'user',
-        })),
-      )
+    await insertUsers(db, userIds.slice(0, USERS + 1), ADMIN)
     await db
       .model(Droplet)
       .query()
@@ -132,14 +117,8 @@ function useDatabase(rls: boolean): void {
   })
 }
 
-async function check<T>(property: fc.IAsyncProperty<T>, numRuns: number): Promise<void> {
-  try {
-    await fc.assert(property, { numRuns })
-  } catch (error) {
-    if (error instanceof Error) error.message = `[dataset WINCLOUD_PROPERTY_SEED=${SEED}] ${error.message}`
-    throw error
-  }
-}
+const check = <T>(property: fc.IAsyncProperty<T>, numRuns: number): Promise<void> =>
+  checkProperty(property, numRuns, SEED)
 
 async function reset(): Promise<void> {
   await db.knex.raw('delete from droplets; insert into droplets select * from pristine_droplets')

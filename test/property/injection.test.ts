@@ -20,6 +20,7 @@ import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Droplet, User, isDataError, type Database, type Scope } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
+import { DEEP } from '../helpers/property.js'
 import {
   OracleInvalid,
   OracleUnsure,
@@ -31,8 +32,6 @@ import {
   type OracleModel,
   type OracleRow,
 } from '../helpers/oracle.js'
-
-const DEEP = process.env.WINCLOUD_TEST_DEEP === '1'
 
 // ---------------------------------------------------------------------------------------------------------------
 // Data: alice and bob own droplets with the same hostile names, so a leak or a wrong match shows.

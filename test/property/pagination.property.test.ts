@@ -34,6 +34,7 @@ import {
 } from '../../src/index.js'
 import type { Filter } from '../../src/access/filter-compiler.js'
 import { openTestDatabase } from '../helpers/database.js'
+import { runs } from '../helpers/property.js'
 import {
   collationRanks,
   compileFilter,
@@ -44,8 +45,6 @@ import {
   type OracleRow,
 } from '../helpers/oracle.js'
 
-const DEEP = process.env.WINCLOUD_TEST_DEEP === '1'
-const runs = (n: number): number => Math.ceil(DEEP ? n * 10 : n)
 const SEED = process.env.WINCLOUD_PROPERTY_SEED ? Number(process.env.WINCLOUD_PROPERTY_SEED) : undefined
 
 /** Droplet with its nullable `ipAddress` sortable too (same table, same policy): pages over NULL sort keys. */
