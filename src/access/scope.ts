@@ -140,8 +140,6 @@ interface PgConnection {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-const MAX_LIMIT = 100
-const DEFAULT_LIMIT = 20
 
 const statementCache = new WeakMap<ModelAccess, Map<string, string>>()
 
@@ -173,11 +171,12 @@ function checkListOptions(options: unknown): ListOptions {
   return options
 }
 
-function checkPageSize(size: unknown): number {
+/** A row count (`limit`, `page.size`): 20 by default, 1 to 100. */
+function checkSize(size: unknown, field: string): number {
   if (size === undefined) return PAGE_SIZE.default
   if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 || size > PAGE_SIZE.max) {
-    throw new ValidationError(`page.size must be an integer from 1 to ${PAGE_SIZE.max}.`, [
-      { field: 'page.size', message: `must be an integer from 1 to ${PAGE_SIZE.max}`, keyword: 'range' },
+    throw new ValidationError(`${field} must be an integer from 1 to ${PAGE_SIZE.max}.`, [
+      { field, message: `must be an integer from 1 to ${PAGE_SIZE.max}`, keyword: 'range' },
     ])
   }
   return size
@@ -201,7 +200,7 @@ const MAX_OFFSET = 10_000_000
 
 function checkOffsetRequest(request: unknown): { number: number; size: number; exactTotal: boolean } {
   const page = checkPageKeys(request, ['number', 'size', 'exactTotal'])
-  const size = checkPageSize(page.size)
+  const size = checkSize(page.size, 'page.size')
   const number = page.number
   if (typeof number !== 'number' || !Number.isInteger(number) || number < 1 || (number - 1) * size > MAX_OFFSET) {
     throw new ValidationError('page.number must be a whole number from 1 (and not absurdly deep).', [
@@ -218,7 +217,7 @@ function checkOffsetRequest(request: unknown): { number: number; size: number; e
 
 function checkKeysetRequest(request: unknown): { size: number; after?: string; before?: string } {
   const page = checkPageKeys(request, ['size', 'after', 'before'])
-  const size = checkPageSize(page.size)
+  const size = checkSize(page.size, 'page.size')
   if (page.after !== undefined && page.before !== undefined) {
     throw new ValidationError('page takes after or before, not both.', [
       { field: 'page', message: 'takes after or before, not both' },
@@ -231,34 +230,20 @@ function checkKeysetRequest(request: unknown): { size: number; after?: string; b
 }
 
 function checkLimit(limit: unknown): number {
-  if (limit === undefined) return DEFAULT_LIMIT
-  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
-    throw new ValidationError(`limit must be an integer from 1 to ${MAX_LIMIT}.`, [
-      { field: 'limit', message: `must be an integer from 1 to ${MAX_LIMIT}`, keyword: 'range' },
-    ])
-  }
-  return limit
+  return checkSize(limit, 'limit')
 }
 
 class Repository<M extends BaseModel> implements ScopedRepository<M> {
   readonly #model: typeof BaseModel
   readonly #access: ModelAccess
-  readonly #scope: Scope
   readonly #context: ScopeContext
   readonly #runner: Knex | Knex.Transaction
   readonly #cursors: CursorCodec
 
-  constructor(
-    model: typeof BaseModel,
-    scope: Scope,
-    context: ScopeContext,
-    runner: Knex | Knex.Transaction,
-    cursors: CursorCodec,
-  ) {
+  constructor(model: typeof BaseModel, context: ScopeContext, runner: Knex | Knex.Transaction, cursors: CursorCodec) {
     this.#model = model
     this.#cursors = cursors
     this.#access = modelAccess(model)
-    this.#scope = scope
     this.#context = context
     this.#runner = runner
   }
@@ -585,10 +570,6 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
   query(): M['QueryBuilderType'] {
     return this.#model.query(this.#runner).context({ [SCOPE_KEY]: this.#context })
   }
-
-  get scope(): Scope {
-    return this.#scope
-  }
 }
 
 /**
@@ -658,13 +639,7 @@ export class Scope {
   repo<C extends typeof BaseModel>(modelClass: C): ScopedRepository<InstanceType<C>> {
     let repo = this.#repos.get(modelClass)
     if (repo === undefined) {
-      repo = new Repository(
-        this.#env.bind(modelClass),
-        this,
-        this.#context,
-        this.#trx ?? this.#env.knex,
-        this.#env.cursors,
-      )
+      repo = new Repository(this.#env.bind(modelClass), this.#context, this.#trx ?? this.#env.knex, this.#env.cursors)
       this.#repos.set(modelClass, repo)
     }
     return repo as unknown as ScopedRepository<InstanceType<C>>

@@ -7,6 +7,7 @@ import {
   ValidationError,
   type DataError,
 } from '../errors.js'
+import { CHECK_CONSTRAINT_FIELDS } from '../migrations/0001-initial.js'
 
 interface PgErrorFields {
   code?: unknown
@@ -50,14 +51,6 @@ function keyColumns(detail: unknown): string[] {
 function text(value: unknown): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined
 }
-
-/**
- * Constraint → field for CHECK constraints of the library's own tables (PostgreSQL does not say which column a
- * CHECK is about). Filled by the migrations that create them.
- *
- * @internal
- */
-export const checkConstraintFields = new Map<string, string>()
 
 /**
  * Turns an error from pg, knex or objection into the library's typed error where one fits: constraint violations
@@ -121,7 +114,7 @@ export function toDataError(error: unknown): unknown {
       break
     }
     case '23514': {
-      const field = (constraint && checkConstraintFields.get(constraint)) ?? constraint ?? 'unknown'
+      const field = (constraint && CHECK_CONSTRAINT_FIELDS[constraint]) ?? constraint ?? 'unknown'
       mapped = new ValidationError(
         `A value of ${table ?? 'the row'} breaks the check constraint ${constraint ?? ''}.`.replace(' .', '.'),
         [{ field, message: `breaks the check constraint ${constraint ?? ''}`.trim(), keyword: 'check' }],

@@ -1,5 +1,4 @@
 import type { Knex } from 'knex'
-import { checkConstraintFields } from '../db/driver-errors.js'
 
 /**
  * The WinCloud core tables: users, droplets, audit_logs.
@@ -8,15 +7,14 @@ import { checkConstraintFields } from '../db/driver-errors.js'
  * own knex and in a host's knex, whatever identifier mappers either uses.
  */
 
-const CHECKS = {
+/** The field each CHECK constraint of this migration is about (PostgreSQL's error does not say). */
+export const CHECK_CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
   users_role_format_check: 'role',
   droplets_name_length_check: 'name',
   droplets_region_format_check: 'region',
   droplets_size_format_check: 'size',
   droplets_status_check: 'status',
-} as const
-
-for (const [constraint, field] of Object.entries(CHECKS)) checkConstraintFields.set(constraint, field)
+}
 
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('users', (t) => {

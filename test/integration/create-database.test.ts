@@ -1,3 +1,4 @@
+import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError, createDatabase, Droplet, UnavailableError, type Database } from '../../src/index.js'
 import { adminUrl, openTestDatabase } from '../helpers/database.js'
@@ -19,6 +20,23 @@ describe('createDatabase', () => {
       `select 9007199254740993::bigint as big, 12345678901234567890.123456789::numeric as num, 42::int as small`,
     )
     expect(rows[0]).toEqual({ big: '9007199254740993', num: '12345678901234567890.123456789', small: 42 })
+  })
+
+  it('keeps bigint and numeric as strings even when the host changed pg.types globally', async () => {
+    pg.types.setTypeParser(20, (value) => Number.parseInt(value, 10))
+    pg.types.setTypeParser(1700, (value) => Number.parseFloat(value))
+    try {
+      const fresh = await createDatabase({ connection: url })
+      try {
+        const { rows } = await fresh.knex.raw(`select 9007199254740993::bigint as big, 0.1::numeric as num`)
+        expect(rows[0]).toEqual({ big: '9007199254740993', num: '0.1' })
+      } finally {
+        await fresh.close()
+      }
+    } finally {
+      pg.types.setTypeParser(20, (value) => value)
+      pg.types.setTypeParser(1700, (value) => value)
+    }
   })
 
   it('describes its connection without the password', () => {
