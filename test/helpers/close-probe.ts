@@ -9,33 +9,11 @@
  * - PROBE_CONNECTION: a postgres:// URL of an empty database; unset for the embedded default.
  * - PROBE_RESULT: where to write the JSON report.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { createDatabase, Droplet, User } from '../../src/index.js'
+import { processes } from './processes.js'
 
 /** A process as /proc shows it. */
-export interface ProcInfo {
-  readonly pid: number
-  readonly ppid: number
-  readonly argv: readonly string[]
-}
-
-function processes(): ProcInfo[] {
-  const found: ProcInfo[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter(Boolean)
-      // The command name in /proc/<pid>/stat is in parentheses and may contain spaces; ppid follows it.
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      found.push({ pid: Number(entry), ppid, argv })
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return found
-}
-
 /** The embedded server listening on `port` (by its `-p` argument) and its child processes. */
 function postgresOnPort(port: number): { dataDir: string | undefined; pids: number[] } {
   const all = processes()

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -8,34 +8,13 @@ import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, createDatabase, Droplet, isDataError, UnavailableError } from '../../src/index.js'
 import { createTestDatabase } from '../helpers/database.js'
+import { processes, type ProcInfo } from '../helpers/processes.js'
 
 const root = resolve(__dirname, '../..')
 const probe = join(root, 'test/helpers/close-probe.ts')
 
 /** Handle types that would keep a host's process alive (or that a closed database must not hold on to). */
 const LEAKS = ['TCPSocketWrap', 'TCPWrap', 'Timeout', 'ProcessWrap', 'PipeWrap']
-
-interface ProcInfo {
-  pid: number
-  ppid: number
-  argv: string[]
-}
-
-function processes(): ProcInfo[] {
-  const found: ProcInfo[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter(Boolean)
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      found.push({ pid: Number(entry), ppid, argv })
-    } catch {
-      // ended while we looked
-    }
-  }
-  return found
-}
 
 /** The embedded server's postmaster (found by its `-p` argument), its data directory and its children. */
 function serverOnPort(port: number): { postmaster: ProcInfo; dataDir: string; children: ProcInfo[] } {
