@@ -28,6 +28,9 @@ export { SCOPED_DATABASE_ROLE } from './access/row-level-security.js'
 export { FILTER_LIMITS } from './access/filter-compiler.js'
 export type { Filter, FieldOperators, FilterValue, LikePattern, ColumnType } from './access/filter-compiler.js'
 
+export type { AuditEvent, DatabaseAudit, ScopeAudit } from './audit/audit.js'
+export type { AuditVerification, AuditChainProblem } from './audit/chain.js'
+
 export { migrationSource, MIGRATIONS_TABLE } from './migrations/index.js'
 export type { LibraryMigration } from './migrations/index.js'
 

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex'
 import type { Model } from 'objection'
+import type { AuditStamp } from '../audit/recorder.js'
 import { ForbiddenError, ValidationError } from '../errors.js'
 import { modelAccess, quoteIdentifier } from './model-access.js'
 import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from './policy.js'
@@ -24,6 +25,8 @@ export interface ScopeContext {
   readonly rlsSql: string | undefined
   /** True when the queries run in a transaction that already carries the scope's settings. */
   readonly inTransaction: boolean
+  /** Who acts, as the scope's audit rows record it. */
+  readonly audit: AuditStamp
 }
 
 /** @internal */

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex'
 import type { Model } from 'objection'
+import { AUDIT_TABLE } from '../audit/recorder.js'
 import { modelAccess, quoteIdentifier } from './model-access.js'
 import { accessLevel, type AccessAction, type RolePermissions } from './policy.js'
 
@@ -104,6 +105,12 @@ export async function rowLevelSecurityStatements(
       const parts = [`(select coalesce(current_setting('${ROLE_SETTING}', true), '')) = ''`]
       if (all.length > 0) parts.push(`${role} = any(${literalList(all)})`)
       if (own.length > 0) parts.push(`(${role} = any(${literalList(own)}) and ${ownerCondition})`)
+      // Every scoped actor writes the audit rows of its own changes, and only those: its id and its role.
+      if (access.table === AUDIT_TABLE && command === 'insert') {
+        parts.push(
+          `(actor_id = (select nullif(current_setting('${ACTOR_SETTING}', true), '')::uuid) and actor_role = ${role})`,
+        )
+      }
       const condition = parts.join(' or ')
       const name = quoteIdentifier(`wincloud_${command}`)
       statements.push(`drop policy if exists ${name} on ${table}`)

@@ -5,17 +5,21 @@ import { ForbiddenError, InvalidCursorError, NotFoundError, ValidationError } fr
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
 import { displayKey, type Filter, type FilterWalk } from './filter-compiler.js'
-import { compileSort, modelAccess, type CompiledSort, type ModelAccess } from './model-access.js'
+import { compileSort, modelAccess, quoteIdentifier, type CompiledSort, type ModelAccess } from './model-access.js'
+import {
+  deleteStatement,
+  insertColumns,
+  insertStatement,
+  patchColumns,
+  shapeOf,
+  updateStatementHead,
+  type WriteTarget,
+} from './writes.js'
+import type { AuditShape } from '../audit/recorder.js'
 import type { CursorCodec } from '../pagination/cursor-codec.js'
 import type { BulkOptions, BulkResult } from '../bulk/bulk.js'
 import { bulkCreate } from '../bulk/bulk-create.js'
-import {
-  bulkUpdateByFilter,
-  bulkUpdateByIds,
-  bulkUpdateEach,
-  bulkUpdateStream,
-  type BulkTarget,
-} from '../bulk/bulk-update.js'
+import { bulkUpdateByFilter, bulkUpdateByIds, bulkUpdateEach, bulkUpdateStream } from '../bulk/bulk-update.js'
 import { keyColumn, keysetCondition, keysetOrder, keySelect } from '../pagination/keyset.js'
 import {
   PAGE_SIZE,
@@ -26,6 +30,9 @@ import {
 } from '../pagination/page.js'
 import { scopedTransactionSql } from './row-level-security.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
+import { auditStamp } from '../audit/recorder.js'
+import { recordAuditEvent, type AuditEvent, type ScopeAudit } from '../audit/audit.js'
+import { AuditLog } from '../models/audit-log.js'
 
 /**
  * Request metadata that travels with a scope (and into audit rows once auditing lands).
@@ -491,31 +498,52 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       level === 'own' && owner !== undefined && (data as Record<string, unknown>)[owner] === undefined
         ? { ...data, [owner]: this.#context.actorId }
         : data
-    const inserted = await this.query()
-      .insert(row as never)
-      .returning('*')
-    return inserted as unknown as M
+    const target = this.#bulkTarget()
+    const json = insertColumns(target, row)
+    const statement = insertStatement(target, await this.#shape(target), [json])
+    const rows = await this.#rows(statement.sql, statement.bindings)
+    return rows[0]!
   }
 
   async update(id: string, patch: PartialModelObject<M>): Promise<M> {
-    requireAccess(this.#context, this.#model, 'update')
+    const level = requireAccess(this.#context, this.#model, 'update')
     if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
       throw new ValidationError('update needs a patch object.', [{ field: 'patch', message: 'must be an object' }])
     }
     if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
-    const updated = (await this.query()
-      .patch(patch as never)
-      .where(`${this.#access.table}.id`, id)
-      .returning('*')) as unknown as M[]
-    if (updated.length === 0) throw new NotFoundError(this.#access.name, id)
-    return updated[0]!
+    const target = this.#bulkTarget()
+    const { columns, values } = patchColumns(target, patch, 'single')
+    const a = this.#access
+    const own = level === 'own'
+    const head = updateStatementHead(target, await this.#shape(target), {
+      columns,
+      set: columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', '),
+      setBindings: values,
+      lockedFrom: `from ${a.tableSql} where ${a.idSql} = ?${own ? ` and ${a.ownerSql} = ?` : ''}`,
+      lockedBindings: own ? [id, this.#context.actorId] : [id],
+      returnAll: true,
+    })
+    const rows = await this.#rows(`${head.sql}select * from changed`, head.bindings)
+    if (rows.length === 0) throw new NotFoundError(this.#access.name, id)
+    return rows[0]!
   }
 
   async delete(id: string): Promise<void> {
-    requireAccess(this.#context, this.#model, 'delete')
+    const level = requireAccess(this.#context, this.#model, 'delete')
     if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
-    const deleted = (await this.query().delete().where(`${this.#access.table}.id`, id)) as unknown as number
-    if (deleted === 0) throw new NotFoundError(this.#access.name, id)
+    const target = this.#bulkTarget()
+    const statement = deleteStatement(target, await this.#shape(target), id, level === 'own')
+    const result = await this.#raw<{ count: number }>(statement.sql, statement.bindings)
+    if ((result.rows[0]?.count ?? 0) === 0) throw new NotFoundError(this.#access.name, id)
+  }
+
+  /** The model's audit shape (read from the catalog once), or undefined when the model is not audited. */
+  async #shape(target: WriteTarget): Promise<AuditShape | undefined> {
+    try {
+      return await shapeOf(target)
+    } catch (error) {
+      throw toDataError(error)
+    }
   }
 
   bulkUpdate(ids: readonly string[], patch: PartialModelObject<M>, options?: BulkOptions): Promise<BulkResult>
@@ -563,7 +591,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     return bulkCreate<M>(this.#bulkTarget(), rows, options)
   }
 
-  #bulkTarget(): BulkTarget {
+  #bulkTarget(): WriteTarget {
     return { model: this.#model, access: this.#access, context: this.#context, runner: this.#runner }
   }
 
@@ -593,6 +621,8 @@ export class Scope {
   /** Why a system scope exists (for the audit trail); undefined for user scopes. */
   readonly reason: string | undefined
   readonly meta: RequestMeta
+  /** Custom audit events, written with this scope's actor and metadata (in its transaction, if it has one). */
+  readonly audit: ScopeAudit
   /**
    * Raw SQL inside `scope.transaction()`: the transaction itself. With `rls: true` the database still limits it
    * to the actor's rows (row-level security); without it, raw SQL is not scoped. Outside a transaction this is the
@@ -625,6 +655,26 @@ export class Scope {
       roles: env.roles,
       rlsSql: env.rls && actor !== undefined ? scopedTransactionSql(actor.id, actor.role, false) : undefined,
       inTransaction: trx !== undefined,
+      audit: auditStamp(actor?.id, this.role, meta as Readonly<Record<string, string>>, reason),
+    })
+    const context = this.#context
+    const run = async (sql: string, bindings: readonly unknown[]): Promise<{ rows: Record<string, unknown>[] }> => {
+      try {
+        if (trx !== undefined) return await trx.raw(sql, bindings as Knex.RawBinding[])
+        const rlsSql = context.rlsSql
+        if (rlsSql === undefined) return await env.knex.raw(sql, bindings as Knex.RawBinding[])
+        return await env.knex.transaction(async (t) => {
+          await t.raw(rlsSql)
+          return t.raw<{ rows: Record<string, unknown>[] }>(sql, bindings as Knex.RawBinding[])
+        })
+      } catch (error) {
+        throw toDataError(error)
+      }
+    }
+    const BoundAuditLog = env.bind(AuditLog)
+    this.audit = Object.freeze({
+      record: (action: string, event?: AuditEvent) =>
+        recordAuditEvent(run, BoundAuditLog, context.audit, action, event),
     })
   }
 

@@ -19,6 +19,8 @@ export interface LoginAttempt {
   readonly login: string
   /** The matched user, when one matched. */
   readonly userId: string | undefined
+  /** The matched user's role, when one matched. */
+  readonly role: string | undefined
   readonly success: boolean
   readonly reason: 'ok' | 'unknown-user' | 'wrong-password' | 'inactive'
   readonly meta: RequestMeta
@@ -79,6 +81,7 @@ export function createAuth(knex: Knex, BoundUser: typeof User, hashOptions: Pass
         const attempt: LoginAttempt = {
           login: loginName,
           userId: user?.id,
+          role: user?.role,
           success: reason === 'ok',
           reason,
           meta,

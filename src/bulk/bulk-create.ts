@@ -1,5 +1,8 @@
+import type { Knex } from 'knex'
 import type { PartialModelObject } from 'objection'
-import { requireAccess, SCOPE_KEY } from '../access/enforce.js'
+import { requireAccess } from '../access/enforce.js'
+import { insertColumns, insertStatement, shapeOf } from '../access/writes.js'
+import { toDataError } from '../db/driver-errors.js'
 import { ValidationError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
 import { checkBulkOptions, chunks, type BulkOptions } from './bulk.js'
@@ -33,11 +36,18 @@ export async function bulkCreate<M extends BaseModel>(
     }
     const record = row as Record<string, unknown>
     // As create(): the actor owns what it creates, filled in before validation asks for it.
-    return level === 'own' && owner !== undefined && record[owner] === undefined
-      ? { ...record, [owner]: target.context.actorId }
-      : record
+    return insertColumns(
+      target,
+      level === 'own' && owner !== undefined && record[owner] === undefined
+        ? { ...record, [owner]: target.context.actorId }
+        : record,
+      i,
+    )
   })
-  const width = Math.max(1, ...prepared.map((row) => Object.keys(row).length + 3))
+  const shape = await shapeOf(target).catch((error: unknown) => {
+    throw toDataError(error)
+  })
+  const width = Math.max(1, ...prepared.map((row) => Object.keys(row).length))
   const size = Math.max(1, Math.min(chunkSize, Math.floor(MAX_BINDINGS / width)))
   const created: M[] = []
   await inTransactions(
@@ -45,13 +55,13 @@ export async function bulkCreate<M extends BaseModel>(
     transaction,
     chunks(prepared, size),
     async (trx, batch) => {
-      const inserted = (await target.model
-        .query(trx)
-        .context({ [SCOPE_KEY]: { ...target.context, inTransaction: true } })
-        .insert(batch as never)
-        .returning('*')) as unknown as M[]
-      created.push(...inserted)
-      return inserted.length
+      const statement = insertStatement(target, shape, batch)
+      const result = await trx.raw<{ rows: Record<string, unknown>[] }>(
+        statement.sql,
+        statement.bindings as Knex.RawBinding[],
+      )
+      for (const row of result.rows) created.push(target.model.fromDatabaseJson(row) as M)
+      return result.rows.length
     },
     onProgress,
     prepared.length,

@@ -1,39 +1,17 @@
 import type { Knex } from 'knex'
-import { checkScopedWrite, requireAccess, type ScopeContext } from '../access/enforce.js'
-import type { ModelAccess } from '../access/model-access.js'
+import { requireAccess } from '../access/enforce.js'
 import { quoteIdentifier } from '../access/model-access.js'
 import type { FilterWalk } from '../access/filter-compiler.js'
+import { patchColumns, shapeOf, updateStatementHead, type WriteTarget } from '../access/writes.js'
+import { auditShape } from '../audit/recorder.js'
 import { toDataError } from '../db/driver-errors.js'
 import { ValidationError } from '../errors.js'
-import type { BaseModel } from '../models/base-model.js'
 import { checkBulkOptions, chunks, type BulkOptions, type BulkResult } from './bulk.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** What a bulk operation works on. @internal */
-export interface BulkTarget {
-  readonly model: typeof BaseModel
-  readonly access: ModelAccess
-  readonly context: ScopeContext
-  /** The knex (or the transaction the scope already runs in). */
-  readonly runner: Knex | Knex.Transaction
-}
-
-/**
- * Checks a patch once, as a scoped update of the model would: JSON schema (patch mode), owner and restricted
- * fields, immutable id; then returns its columns and values for SQL, `updated_at` included.
- */
-function patchColumns(target: BulkTarget, patch: unknown): { columns: string[]; values: unknown[] } {
-  if (typeof patch !== 'object' || patch === null || Array.isArray(patch) || Object.keys(patch).length === 0) {
-    throw new ValidationError('A bulk patch must be a non-empty object.', [{ field: 'patch', message: 'is required' }])
-  }
-  const model = target.model.fromJson(patch, { patch: true }) as BaseModel & Record<string, unknown>
-  checkScopedWrite(model, target.context, 'update')
-  model.updatedAt = new Date()
-  const json = model.$formatDatabaseJson(model.$toDatabaseJson()) as Record<string, unknown>
-  const columns = Object.keys(json)
-  return { columns, values: columns.map((column) => json[column]) }
-}
+export type BulkTarget = WriteTarget
 
 /** Runs `work` once per chunk, in one transaction or one per chunk, with the scope's RLS settings. @internal */
 export async function inTransactions<T>(
@@ -100,28 +78,43 @@ export async function bulkUpdateByIds(
   const sorted = [...wanted].sort()
   const a = target.access
   const own = level === 'own'
+  const shape = await shapeOf(target).catch((error: unknown) => {
+    throw toDataError(error)
+  })
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
-  const sql =
-    `with locked as (select ${a.idSql} as id from ${a.tableSql} where ${a.idSql} = any(?::uuid[])` +
-    `${own ? ` and ${a.ownerSql} = ?` : ''} order by ${a.idSql} for no key update) ` +
-    `update ${a.tableSql} set ${set} from locked where ${a.idSql} = locked.id returning ${a.idSql}::text as id`
-  const updated: string[] = []
+  const lockedFrom = `from ${a.tableSql} where ${a.idSql} = any(?::uuid[])${own ? ` and ${a.ownerSql} = ?` : ''}`
+  const missing: string[] = []
+  let updated = 0
   await inTransactions(
     target,
     transaction,
     chunks(sorted, chunkSize),
     async (trx, batch) => {
-      const bindings = [batch, ...(own ? [target.context.actorId] : []), ...values] as Knex.RawBinding[]
-      const result = await trx.raw<{ rows: { id: string }[] }>(sql, bindings)
-      for (const row of result.rows) updated.push(row.id)
-      return result.rows.length
+      const head = updateStatementHead(target, shape, {
+        columns,
+        set,
+        setBindings: values,
+        lockedFrom,
+        lockedBindings: own ? [batch, target.context.actorId] : [batch],
+      })
+      // Only the ids that were not updated come back: none, usually.
+      const result = await trx.raw<{ rows: { missing: string[] }[] }>(
+        `${head.sql}select array(select unnest(?::uuid[]) except select id from changed)::text[] as missing`,
+        [...head.bindings, batch] as Knex.RawBinding[],
+      )
+      const gone = result.rows[0]?.missing ?? []
+      missing.push(...gone)
+      updated += batch.length - gone.length
+      return batch.length - gone.length
     },
     onProgress,
     sorted.length,
   )
-  const done = new Set(updated)
-  for (const id of sorted) if (!done.has(id)) notFound.push(id)
-  return { updated: updated.sort(), notFound }
+  const skipped = new Set(missing)
+  notFound.push(...[...skipped].sort())
+  const done = skipped.size === 0 ? sorted : sorted.filter((id) => !skipped.has(id))
+  if (done.length !== updated) throw new Error('bulkUpdate: inconsistent counts')
+  return { updated: done, notFound }
 }
 
 /**
@@ -190,11 +183,11 @@ export async function bulkUpdateByFilter(
   const { columns, values } = patchColumns(target, patch)
   const a = target.access
   const own = level === 'own'
+  const shape = await shapeOf(target).catch((error: unknown) => {
+    throw toDataError(error)
+  })
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
   const where = [own ? `${a.ownerSql} = ?` : '', filterSql, `${a.idSql} > ?`].filter((c) => c !== '').join(' and ')
-  const sql =
-    `with locked as (select ${a.idSql} as id from ${a.tableSql} where ${where} order by ${a.idSql} limit ? for no key update) ` +
-    `update ${a.tableSql} set ${set} from locked where ${a.idSql} = locked.id returning ${a.idSql}::text as id`
   let updated = 0
   let last = '00000000-0000-0000-0000-000000000000'
   let finished = false
@@ -206,19 +199,25 @@ export async function bulkUpdateByFilter(
     transaction,
     batches(),
     async (trx) => {
-      const bindings = [
-        ...(own ? [target.context.actorId] : []),
-        ...walked.bindings,
-        last,
-        chunkSize,
-        ...values,
-      ] as Knex.RawBinding[]
-      const result = await trx.raw<{ rows: { id: string }[] }>(sql, bindings)
-      const ids = result.rows.map((row) => row.id).sort()
-      if (ids.length < chunkSize) finished = true
-      if (ids.length > 0) last = ids[ids.length - 1]!
-      updated += ids.length
-      return ids.length
+      const head = updateStatementHead(target, shape, {
+        columns,
+        set,
+        setBindings: values,
+        lockedFrom: `from ${a.tableSql} where ${where}`,
+        lockedBindings: [...(own ? [target.context.actorId] : []), ...walked.bindings, last, chunkSize],
+        limited: true,
+      })
+      const result = await trx.raw<{ rows: { count: number; last: string | null }[] }>(
+        `${head.sql}select (select count(*) from changed)::int as count, ` +
+          `(select id::text from changed order by id desc limit 1) as last`,
+        head.bindings as Knex.RawBinding[],
+      )
+      const count = result.rows[0]?.count ?? 0
+      if (count < chunkSize) finished = true
+      const next = result.rows[0]?.last
+      if (next !== null && next !== undefined) last = next
+      updated += count
+      return count
     },
     onProgress,
     undefined,
@@ -226,22 +225,10 @@ export async function bulkUpdateByFilter(
   return { updated }
 }
 
-const columnTypes = new WeakMap<ModelAccess, Promise<Map<string, string>>>()
-
-async function typesOf(target: BulkTarget): Promise<Map<string, string>> {
-  let types = columnTypes.get(target.access)
-  if (types === undefined) {
-    types = target.runner
-      .raw<{ rows: { name: string; type: string }[] }>(
-        `select attname as name, format_type(atttypid, atttypmod) as type from pg_attribute
-         where attrelid = ?::regclass and attnum > 0 and not attisdropped`,
-        [target.access.table],
-      )
-      .then((result) => new Map(result.rows.map((row) => [row.name, row.type])))
-    columnTypes.set(target.access, types)
-    types.catch(() => columnTypes.delete(target.access))
-  }
-  return types
+/** Rows of `bulkUpdateEach` that change the same columns: one statement shape. */
+interface RowGroup {
+  readonly columns: string[]
+  readonly rows: { id: string; values: unknown[] }[]
 }
 
 /**
@@ -263,7 +250,7 @@ export async function bulkUpdateEach(
   }
   const notFound: string[] = []
   // Group rows by the set of columns they change: one statement shape per group.
-  const groups = new Map<string, { columns: string[]; rows: { id: string; values: unknown[] }[] }>()
+  const groups = new Map<string, RowGroup>()
   const seen = new Set<string>()
   const validated = new Map<string, { columns: string[]; values: unknown[] }>()
   const now = new Date()
@@ -299,27 +286,23 @@ export async function bulkUpdateEach(
     }
     group.rows.push({ id: key, values: values.map((v, c) => (columns[c] === 'updated_at' ? now : v)) })
   }
-  const types = await typesOf(target)
+  const shape = await auditShape(target.runner, target.model, target.access).catch((error: unknown) => {
+    throw toDataError(error)
+  })
+  const types = shape.types
+  const audited = target.model.audited ? shape : undefined
   const a = target.access
   const own = level === 'own'
-  const batches: { sql: string; rows: { id: string; values: unknown[] }[]; columns: string[] }[] = []
+  const batches: { group: RowGroup; rows: { id: string; values: unknown[] }[]; casts: string[] }[] = []
   for (const group of groups.values()) {
-    const inputColumns = group.columns.map((column, c) => `c${c}`)
     const casts = group.columns.map((column) => {
       const type = types.get(column)
       if (type === undefined)
         throw new ValidationError(`Unknown column ${column}.`, [{ field: column, message: 'is not a column' }])
       return `?::${type}[]`
     })
-    const set = group.columns.map((column, c) => `${quoteIdentifier(column)} = input.${inputColumns[c]}`).join(', ')
-    const sql =
-      `with input as (select * from unnest(?::uuid[], ${casts.join(', ')}) as i(id, ${inputColumns.join(', ')})), ` +
-      `locked as (select ${a.idSql} as id from ${a.tableSql} join input on ${a.idSql} = input.id` +
-      `${own ? ` where ${a.ownerSql} = ?` : ''} order by ${a.idSql} for no key update) ` +
-      `update ${a.tableSql} set ${set} from input, locked where ${a.idSql} = input.id and ${a.idSql} = locked.id ` +
-      `returning ${a.idSql}::text as id`
     const sorted = [...group.rows].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
-    for (const batch of chunks(sorted, chunkSize)) batches.push({ sql, rows: batch, columns: group.columns })
+    for (const batch of chunks(sorted, chunkSize)) batches.push({ group, rows: batch, casts })
   }
   const updated: string[] = []
   await inTransactions(
@@ -327,11 +310,28 @@ export async function bulkUpdateEach(
     transaction,
     batches,
     async (trx, batch) => {
-      const arrays = batch.columns.map((_, c) => batch.rows.map((row) => row.values[c]))
-      const bindings = [batch.rows.map((row) => row.id), ...arrays, ...(own ? [target.context.actorId] : [])]
-      const result = await trx.raw<{ rows: { id: string }[] }>(batch.sql, bindings as Knex.RawBinding[])
-      for (const row of result.rows) updated.push(row.id)
-      return result.rows.length
+      const { columns } = batch.group
+      const names = columns.map((_, c) => `c${c}`)
+      const arrays = columns.map((_, c) => batch.rows.map((row) => row.values[c]))
+      const ids = batch.rows.map((row) => row.id)
+      const head = updateStatementHead(target, audited, {
+        columns,
+        input: {
+          sql: `select * from unnest(?::uuid[], ${batch.casts.join(', ')}) as i(id, ${names.join(', ')})`,
+          bindings: [ids, ...arrays],
+        },
+        set: columns.map((column, c) => `${quoteIdentifier(column)} = input.${names[c]}`).join(', '),
+        setBindings: [],
+        lockedFrom: `from ${a.tableSql} join input on ${a.idSql} = input.id${own ? ` where ${a.ownerSql} = ?` : ''}`,
+        lockedBindings: own ? [target.context.actorId] : [],
+      })
+      const result = await trx.raw<{ rows: { missing: string[] }[] }>(
+        `${head.sql}select array(select id from input except select id from changed)::text[] as missing`,
+        head.bindings as Knex.RawBinding[],
+      )
+      const gone = new Set(result.rows[0]?.missing ?? [])
+      for (const id of ids) if (!gone.has(id)) updated.push(id)
+      return ids.length - gone.size
     },
     onProgress,
     seen.size,

@@ -1,7 +1,9 @@
 import { knex as createKnex, type Knex } from 'knex'
 import type { Model } from 'objection'
 import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
-import type { Actor } from '../access/policy.js'
+import { SYSTEM_ROLE, type Actor } from '../access/policy.js'
+import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
+import { auditStamp } from '../audit/recorder.js'
 import { createAuth, type Auth } from '../auth/login.js'
 import { ConfigError, isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
@@ -105,8 +107,10 @@ export interface Database {
   readonly migrate: Migrator
   /** Development seeding. */
   readonly seed: Seeder
-  /** Login by email or username. */
+  /** Login by email or username. Every attempt leaves an audit row (`auth.login`, `auth.login_failed`). */
   readonly auth: Auth
+  /** The audit log's hash chain (tamper evidence) and retention. */
+  readonly audit: DatabaseAudit
   /**
    * The scope of one actor (a user or `{ id, role }`) for one request: its repositories see and change only what
    * the actor's role may. Inactive users are refused.
@@ -169,6 +173,7 @@ class DatabaseHandle implements Database {
   readonly migrate: Migrator
   readonly seed: Seeder
   readonly auth: Auth
+  readonly audit: DatabaseAudit
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
   readonly #logger: ResolvedConfig['logger']
@@ -217,6 +222,8 @@ class DatabaseHandle implements Database {
         }),
     })
     this.auth = createAuth(knex, this.model(User), config.passwordHash)
+    this.auth.onLoginAttempt(recordLoginAttempt)
+    this.audit = createDatabaseAudit(knex, (reason) => auditStamp(undefined, SYSTEM_ROLE, {}, reason))
     this.seed = Object.freeze({
       development: (options?: SeedOptions) =>
         run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex'
 import * as initial from './0001-initial.js'
+import * as audit from './0002-audit.js'
 
 /**
  * One migration of the library, as a knex migration source hands it out.
@@ -17,6 +18,7 @@ export interface LibraryMigration {
 
 const MIGRATIONS: readonly LibraryMigration[] = Object.freeze([
   { name: '0001_initial', up: initial.up, down: initial.down },
+  { name: '0002_audit', up: audit.up, down: audit.down },
 ])
 
 /**

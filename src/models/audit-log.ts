@@ -1,4 +1,4 @@
-import type { JSONSchema } from 'objection'
+import type { JSONSchema, Pojo } from 'objection'
 import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
@@ -18,6 +18,9 @@ import { uuidv7 } from '../internal/uuid.js'
  */
 export class AuditLog extends BaseModel {
   static override tableName = 'audit_logs'
+
+  /** Audit rows are the trail itself: writing one leaves no further audit row. */
+  static override audited = false
 
   static override jsonSchema: JSONSchema = {
     type: 'object',
@@ -59,6 +62,22 @@ export class AuditLog extends BaseModel {
   declare entityId: string | null
   declare changes: Record<string, { from?: unknown; to?: unknown }>
   declare metadata: Record<string, unknown>
+  /** The row's place in the hash chain (a bigint as a string), or null when the chain was off when it was written. */
+  declare chainSeq: string | null
+  /** The previous row's hash (hex), or null outside the chain. */
+  declare prevHash: string | null
+  /** This row's hash (hex) over its canonical encoding and `prevHash`, or null outside the chain. */
+  declare rowHash: string | null
+
+  /** The chain's hashes arrive as bytes; they are kept as hex strings, so `toJSON()` shows them readably. */
+  override $parseDatabaseJson(json: Pojo): Pojo {
+    const parsed = super.$parseDatabaseJson(json)
+    for (const key of ['prevHash', 'rowHash']) {
+      const value: unknown = parsed[key]
+      if (Buffer.isBuffer(value)) parsed[key] = value.toString('hex')
+    }
+    return parsed
+  }
 
   override $beforeInsert(): void {
     if (this.id === undefined || this.id === null) this.id = uuidv7()

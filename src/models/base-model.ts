@@ -102,6 +102,14 @@ export class BaseModel extends Model {
   /** The sort of lists that ask for none (default: newest first when `createdAt` is sortable). */
   static defaultSort: readonly string[] | undefined = undefined
 
+  /**
+   * Properties whose values never appear in an audit row: a change to one is recorded as
+   * `{ field: { redacted: true } }`. `User` lists `passwordHash`.
+   */
+  static secretFields: readonly string[] = []
+  /** Whether writes through scoped repositories leave audit rows (default true; `AuditLog` itself is not). */
+  static audited = true
+
   /** The JSON-schema properties of `id`, `createdAt` and `updatedAt`, to spread into a subclass's schema. */
   static readonly baseProperties = baseProperties
 

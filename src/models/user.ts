@@ -48,6 +48,9 @@ export class User extends BaseModel {
     restrictedFields: ['role', 'isActive', 'passwordHash'],
   })
 
+  /** The password hash never reaches an audit row: a change to it is recorded as redacted. */
+  static override secretFields: readonly string[] = ['passwordHash']
+
   static override filterable: Readonly<Record<string, ColumnType>> = {
     id: 'uuid',
     email: 'string',

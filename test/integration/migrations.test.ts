@@ -19,7 +19,19 @@ async function catalog(db: Database): Promise<unknown> {
     select c.conrelid::regclass::text as table_name, c.conname, c.contype, pg_get_constraintdef(c.oid) as def
     from pg_constraint c join pg_namespace n on n.oid = c.connamespace
     where n.nspname = 'public' and c.conrelid::regclass::text not like '${MIGRATIONS_TABLE}%' order by c.conname`)
-  return { columns: columns.rows, indexes: indexes.rows, constraints: constraints.rows }
+  const triggers = await db.knex.raw(`
+    select tgrelid::regclass::text as table_name, tgname, pg_get_triggerdef(oid) as def from pg_trigger
+    where not tgisinternal order by tgname`)
+  const functions = await db.knex.raw(`
+    select p.proname, pg_get_function_identity_arguments(p.oid) as args, md5(p.prosrc) as source
+    from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'public' order by p.proname`)
+  return {
+    columns: columns.rows,
+    indexes: indexes.rows,
+    constraints: constraints.rows,
+    triggers: triggers.rows,
+    functions: functions.rows,
+  }
 }
 
 let db: Database
@@ -34,17 +46,16 @@ afterAll(async () => {
 
 describe('migrations', () => {
   it('applies, reports, rolls back everything and re-applies to the identical schema', async () => {
-    expect(await db.migrate.status()).toEqual({ applied: [], pending: ['0001_initial'] })
-    expect(await db.migrate.latest()).toEqual({ batch: 1, migrations: ['0001_initial'] })
+    expect(await db.migrate.status()).toEqual({ applied: [], pending: ['0001_initial', '0002_audit'] })
+    expect(await db.migrate.latest()).toEqual({ batch: 1, migrations: ['0001_initial', '0002_audit'] })
     expect(await db.migrate.latest()).toEqual({ batch: 1, migrations: [] })
-    expect(await db.migrate.status()).toEqual({ applied: ['0001_initial'], pending: [] })
+    expect(await db.migrate.status()).toEqual({ applied: ['0001_initial', '0002_audit'], pending: [] })
     const first = await catalog(db)
     expect(JSON.stringify(first)).toContain('users_email_unique')
 
-    expect(await db.migrate.rollback({ all: true })).toMatchObject({ migrations: ['0001_initial'] })
-    const empty = (await catalog(db)) as { columns: unknown[]; indexes: unknown[] }
-    expect(empty.columns).toEqual([])
-    expect(empty.indexes).toEqual([])
+    expect(await db.migrate.rollback({ all: true })).toMatchObject({ migrations: ['0002_audit', '0001_initial'] })
+    const empty = (await catalog(db)) as Record<string, unknown[]>
+    for (const part of ['columns', 'indexes', 'constraints', 'triggers', 'functions']) expect(empty[part]).toEqual([])
 
     await db.migrate.latest()
     expect(await catalog(db)).toEqual(first)
@@ -60,6 +71,11 @@ describe('migrations', () => {
     expect(defs.users_email_is_active_index).toMatch(/\(lower\(email\), is_active\)/)
     expect(defs.users_email_unique).toMatch(/UNIQUE INDEX .*\(lower\(email\)\)/)
     expect(defs.users_username_unique).toMatch(/UNIQUE INDEX .*\(lower\(username\)\)/)
+    expect(defs.audit_logs_entity_index).toMatch(/\(entity_type, entity_id, created_at, id\)/)
+    expect(defs.audit_logs_actor_index).toMatch(/\(actor_id, created_at, id\)/)
+    expect(defs.audit_logs_action_index).toMatch(/\(action, created_at, id\)/)
+    expect(defs.audit_logs_created_at_index).toMatch(/\(created_at, id\)/)
+    expect(defs.audit_logs_chain_seq_unique).toMatch(/UNIQUE INDEX .*\(chain_seq\)/)
   })
 
   it('mounts in a host knex next to the host’s own migrations, and the library sees the same history', async () => {
@@ -73,14 +89,14 @@ describe('migrations', () => {
 exports.down = (knex) => knex.schema.dropTable('invoices')\n`,
       )
       const [, applied] = await hostKnex.migrate.latest({ migrationSource, tableName: MIGRATIONS_TABLE })
-      expect(applied).toEqual(['0001_initial'])
+      expect(applied).toEqual(['0001_initial', '0002_audit'])
       const [, own] = await hostKnex.migrate.latest({ directory: dir, loadExtensions: ['.js'] })
       expect(own).toEqual(['20260101000000_invoices.js'])
       expect(await hostKnex.schema.hasTable('invoices')).toBe(true)
 
       const lib = await createDatabase({ connection: testDb.url })
       try {
-        expect(await lib.migrate.status()).toEqual({ applied: ['0001_initial'], pending: [] })
+        expect(await lib.migrate.status()).toEqual({ applied: ['0001_initial', '0002_audit'], pending: [] })
       } finally {
         await lib.close()
       }

@@ -215,10 +215,19 @@ export async function names(): Promise<string[]> {
       const fresh = await createTestDatabase()
       try {
         const env = { DATABASE_URL: fresh.url }
-        expect(await cli(['migrate', 'status'], env)).toMatchObject({ code: 0, stdout: 'pending  0001_initial\n' })
-        expect(await cli(['migrate', 'latest'], env)).toMatchObject({ code: 0, stdout: 'applied: 0001_initial\n' })
+        expect(await cli(['migrate', 'status'], env)).toMatchObject({
+          code: 0,
+          stdout: 'pending  0001_initial\npending  0002_audit\n',
+        })
+        expect(await cli(['migrate', 'latest'], env)).toMatchObject({
+          code: 0,
+          stdout: 'applied: 0001_initial, 0002_audit\n',
+        })
         expect(await cli(['migrate', 'latest'], env)).toMatchObject({ code: 0, stdout: 'already up to date\n' })
-        expect(await cli(['migrate', 'status'], env)).toMatchObject({ code: 0, stdout: 'applied  0001_initial\n' })
+        expect(await cli(['migrate', 'status'], env)).toMatchObject({
+          code: 0,
+          stdout: 'applied  0001_initial\napplied  0002_audit\n',
+        })
         const seeded = await cli(['seed', '--users', '2', '--droplets-per-user', '1'], env)
         expect(seeded.code).toBe(0)
         expect(seeded.stdout).toMatch(/admin admin@wincloud.test: created/)
@@ -229,9 +238,12 @@ export async function names(): Promise<string[]> {
         expect(again.stdout).not.toMatch(/password/)
         expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
           code: 0,
-          stdout: 'rolled back: 0001_initial\n',
+          stdout: 'rolled back: 0002_audit, 0001_initial\n',
         })
-        expect(await cli(['migrate', 'status'], env)).toMatchObject({ code: 0, stdout: 'pending  0001_initial\n' })
+        expect(await cli(['migrate', 'status'], env)).toMatchObject({
+          code: 0,
+          stdout: 'pending  0001_initial\npending  0002_audit\n',
+        })
         expect(await cli(['migrate', 'rollback'], env)).toMatchObject({ code: 0, stdout: 'nothing to roll back\n' })
       } finally {
         await fresh.drop()

@@ -1,0 +1,209 @@
+import type { Knex } from 'knex'
+import type { QueryContext } from 'objection'
+import { auditInsertSql, auditShape, diffSql, snapshotSql, type AuditShape } from '../audit/recorder.js'
+import { ValidationError } from '../errors.js'
+import type { BaseModel } from '../models/base-model.js'
+import { SCOPE_KEY, type ScopeContext } from './enforce.js'
+import { quoteIdentifier, type ModelAccess } from './model-access.js'
+
+/**
+ * What a scoped write works on: the model, its access metadata, the scope, and the knex (or the transaction the
+ * scope already runs in).
+ *
+ * @internal
+ */
+export interface WriteTarget {
+  readonly model: typeof BaseModel
+  readonly access: ModelAccess
+  readonly context: ScopeContext
+  readonly runner: Knex | Knex.Transaction
+}
+
+/** A statement and its bindings. @internal */
+export interface Statement {
+  readonly sql: string
+  readonly bindings: unknown[]
+}
+
+const contextOf = (target: WriteTarget): QueryContext =>
+  ({ [SCOPE_KEY]: { ...target.context, inTransaction: true } }) as unknown as QueryContext
+
+/**
+ * Checks a patch once, as a scoped update of the model would: JSON schema (patch mode), the model's
+ * `$beforeUpdate` (owner and restricted fields, immutable id, `updatedAt` bumped); then returns its columns and
+ * values for SQL.
+ *
+ * @internal
+ */
+export function patchColumns(
+  target: WriteTarget,
+  patch: unknown,
+  what: 'bulk' | 'single' = 'bulk',
+): { columns: string[]; values: unknown[] } {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
+    throw new ValidationError('A patch must be an object.', [{ field: 'patch', message: 'must be an object' }])
+  }
+  // An empty patch touches a single row (updatedAt); for many rows it is almost certainly a mistake.
+  if (what === 'bulk' && Object.keys(patch).length === 0) {
+    throw new ValidationError('A bulk patch must be a non-empty object.', [{ field: 'patch', message: 'is required' }])
+  }
+  const model = target.model.fromJson(patch, { patch: true })
+  model.$beforeUpdate({ patch: true }, contextOf(target))
+  const json = model.$toDatabaseJson() as Record<string, unknown>
+  const columns = Object.keys(json)
+  return { columns, values: columns.map((column) => json[column]) }
+}
+
+/**
+ * Checks one row to insert as a scoped create would (JSON schema, `$beforeInsert`: owner, restricted fields, id
+ * and timestamps) and returns its columns and values.
+ *
+ * @internal
+ */
+export function insertColumns(target: WriteTarget, row: unknown, index?: number): Record<string, unknown> {
+  if (typeof row !== 'object' || row === null || Array.isArray(row)) {
+    const field = index === undefined ? 'data' : `rows[${index}]`
+    throw new ValidationError(`${field} must be an object.`, [{ field, message: 'must be an object' }])
+  }
+  const model = target.model.fromJson(row)
+  model.$beforeInsert(contextOf(target))
+  return model.$toDatabaseJson()
+}
+
+/** The audit shape of the target's model, or undefined when the model is not audited. @internal */
+export async function shapeOf(target: WriteTarget): Promise<AuditShape | undefined> {
+  return target.model.audited ? auditShape(target.runner, target.model, target.access) : undefined
+}
+
+/**
+ * `with locked as (…), changed as (update …)[, audit as (insert …)] ` — the head of every audited update: the rows
+ * are locked in id order (so concurrent bulk calls cannot deadlock) with the lock the UPDATE takes anyway, their
+ * old values kept for the audit diff; then updated; then one audit row per changed row, all in one statement.
+ * `lockedWhere` selects and orders the rows (with its bindings); `input` names a CTE of per-row values
+ * (`bulkUpdateEach`) or is undefined; `returning` is what `changed` returns besides the patched columns.
+ *
+ * @internal
+ */
+export function updateStatementHead(
+  target: WriteTarget,
+  shape: AuditShape | undefined,
+  options: {
+    readonly columns: readonly string[]
+    readonly set: string
+    readonly setBindings: readonly unknown[]
+    readonly lockedFrom: string
+    readonly lockedBindings: readonly unknown[]
+    readonly input?: { readonly sql: string; readonly bindings: readonly unknown[] }
+    readonly returnAll?: boolean
+    /** Lock at most this many rows (the last locked binding is the limit). */
+    readonly limited?: boolean
+  },
+): Statement {
+  const a = target.access
+  const t = a.tableSql
+  const audited = options.columns.filter((c) => c !== 'updated_at')
+  const old = audited.map((c) => `${t}.${quoteIdentifier(c)}`)
+  const returned = options.returnAll
+    ? `${t}.*`
+    : [`${a.idSql} as id`, ...options.columns.map((c) => `${t}.${quoteIdentifier(c)}`)].join(', ')
+  const parts: string[] = []
+  const bindings: unknown[] = []
+  if (options.input !== undefined) {
+    parts.push(`input as (${options.input.sql})`)
+    bindings.push(...options.input.bindings)
+  }
+  parts.push(
+    `locked as (select ${[`${a.idSql} as id`, ...old].join(', ')} ${options.lockedFrom} order by ${a.idSql}${options.limited ? ' limit ?' : ''} for no key update)`,
+  )
+  bindings.push(...options.lockedBindings)
+  parts.push(
+    `changed as (update ${t} set ${options.set} from ${options.input !== undefined ? 'input, ' : ''}locked ` +
+      `where ${a.idSql} = locked.id${options.input !== undefined ? ` and ${a.idSql} = input.id` : ''} returning ${returned})`,
+  )
+  bindings.push(...options.setBindings)
+  if (shape !== undefined && audited.length > 0) {
+    const audit = auditInsertSql(
+      shape,
+      target.context.audit,
+      'update',
+      diffSql(shape, audited, 'locked', 'changed'),
+      'changed join locked on locked.id = changed.id',
+      'changed.id',
+    )
+    parts.push(`audit as (${audit.sql})`)
+    bindings.push(...audit.bindings)
+  }
+  return { sql: `with ${parts.join(', ')} `, bindings }
+}
+
+/**
+ * One multi-row INSERT returning the inserted rows, and one audit row per inserted row, in one statement. Rows
+ * that leave a column out get its default.
+ *
+ * @internal
+ */
+export function insertStatement(
+  target: WriteTarget,
+  shape: AuditShape | undefined,
+  rows: readonly Record<string, unknown>[],
+): Statement {
+  const a = target.access
+  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))]
+  const bindings: unknown[] = []
+  const values = rows
+    .map((row) => {
+      const cells = columns.map((column) => {
+        if (!(column in row) || row[column] === undefined) return 'default'
+        bindings.push(row[column])
+        return '?'
+      })
+      return `(${cells.join(', ')})`
+    })
+    .join(', ')
+  const insert = `insert into ${a.tableSql} (${columns.map(quoteIdentifier).join(', ')}) values ${values} returning ${a.tableSql}.*`
+  if (shape === undefined) return { sql: insert, bindings }
+  const audit = auditInsertSql(
+    shape,
+    target.context.audit,
+    'create',
+    snapshotSql(shape, 'created', 'to'),
+    'created',
+    'created.id',
+  )
+  return {
+    sql: `with created as (${insert}), audit as (${audit.sql}) select * from created`,
+    bindings: [...bindings, ...audit.bindings],
+  }
+}
+
+/**
+ * A DELETE of one row by id within the scope, with its audit row (the deleted values, secrets redacted), returning
+ * how many rows went.
+ *
+ * @internal
+ */
+export function deleteStatement(
+  target: WriteTarget,
+  shape: AuditShape | undefined,
+  id: string,
+  own: boolean,
+): Statement {
+  const a = target.access
+  const where = own ? `${a.idSql} = ? and ${a.ownerSql} = ?` : `${a.idSql} = ?`
+  const bindings: unknown[] = own ? [id, target.context.actorId] : [id]
+  const del = `delete from ${a.tableSql} where ${where} returning ${a.tableSql}.*`
+  if (shape === undefined)
+    return { sql: `with deleted as (${del}) select count(*)::int as count from deleted`, bindings }
+  const audit = auditInsertSql(
+    shape,
+    target.context.audit,
+    'delete',
+    snapshotSql(shape, 'deleted', 'from'),
+    'deleted',
+    'deleted.id',
+  )
+  return {
+    sql: `with deleted as (${del}), audit as (${audit.sql}) select count(*)::int as count from deleted`,
+    bindings: [...bindings, ...audit.bindings],
+  }
+}

@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto'
+import type { Knex } from 'knex'
+
+/**
+ * The first problem `db.audit.verify()` found in the hash chain:
+ *
+ * - `modified`: the row's content no longer matches its hash, or its hash no longer matches the one the next row
+ *   recorded (it was edited, and perhaps re-hashed);
+ * - `deleted`: rows are missing before this one (a gap in the sequence) or at the end of the chain;
+ * - `inserted`: a row was written after the chain started without going through it (out of band).
+ *
+ * @example
+ * ```ts
+ * const { ok, problem } = await db.audit.verify()
+ * if (!ok) console.error(`audit log tampered: ${problem?.kind} at row ${problem?.id ?? 'end'}`)
+ * ```
+ */
+export interface AuditChainProblem {
+  readonly kind: 'modified' | 'deleted' | 'inserted'
+  /** The row that was modified or inserted, or the first row after a gap; null when rows are missing at the end. */
+  readonly id: string | null
+  /** Its sequence number in the chain (a bigint as a string), null for an out-of-band row. */
+  readonly seq: string | null
+  /** What is wrong, in words (no row content). */
+  readonly message: string
+}
+
+/**
+ * The result of `db.audit.verify()`.
+ *
+ * @example
+ * ```ts
+ * const report: AuditVerification = await db.audit.verify()
+ * console.log(`${report.checked} rows checked`, report.ok ? 'intact' : report.problem)
+ * ```
+ */
+export interface AuditVerification {
+  /** True when the chain is on and intact, or off (then `enabled` is false and nothing was checked). */
+  readonly ok: boolean
+  /** Whether the hash chain is on. */
+  readonly enabled: boolean
+  /** Chained rows checked. */
+  readonly checked: number
+  /** The sequence number verification started after (0, or where the last retention purge left the chain). */
+  readonly anchorSeq: string
+  /** The first problem found, when `ok` is false. */
+  readonly problem?: AuditChainProblem
+}
+
+interface ChainRow {
+  seq: string
+  id: string
+  created_at: string
+  actor_id: string | null
+  actor_role: string | null
+  action: string
+  entity_type: string | null
+  entity_id: string | null
+  changes: string
+  metadata: string
+  prev_hash: Buffer
+  row_hash: Buffer
+}
+
+const field = (value: string | null): string => (value === null ? '-' : `${Buffer.byteLength(value)}:${value}`)
+
+/**
+ * The canonical encoding of an audit row, byte for byte what `wincloud_audit_canonical()` computes in the database
+ * when the row is written: each field on its own line, variable-length ones prefixed by their byte length.
+ *
+ * @internal
+ */
+export function canonicalAuditRow(row: Omit<ChainRow, 'prev_hash' | 'row_hash'>): string {
+  return (
+    'wincloud-audit-v1\n' +
+    [
+      row.seq,
+      row.id,
+      row.created_at,
+      field(row.actor_id),
+      field(row.actor_role),
+      field(row.action),
+      field(row.entity_type),
+      field(row.entity_id),
+      field(row.changes),
+      field(row.metadata),
+    ].join('\n')
+  )
+}
+
+/** @internal */
+export function chainHash(prev: Buffer, canonical: string): Buffer {
+  return createHash('sha256').update(prev).update(canonical, 'utf8').digest()
+}
+
+const ROWS = `select chain_seq::text as seq, id::text as id,
+  to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at,
+  actor_id::text as actor_id, actor_role, action, entity_type, entity_id, changes::text as changes,
+  metadata::text as metadata, prev_hash, row_hash
+  from audit_logs where chain_seq > ? order by chain_seq limit ?`
+
+/**
+ * Walks the chain from its anchor in sequence order, recomputing every hash in this process, and reports the first
+ * row that was modified, deleted or inserted out of band.
+ *
+ * @internal
+ */
+export async function verifyAuditChain(
+  knex: Knex,
+  options: { batchSize: number; onProgress?: ((checked: number) => void) | undefined },
+): Promise<AuditVerification> {
+  const head = (
+    await knex.raw<{
+      rows: { enabled_at: Date | null; last_seq: string; anchor_seq: string; anchor_hash: Buffer }[]
+    }>(`select enabled_at, last_seq::text as last_seq, anchor_seq::text as anchor_seq, anchor_hash
+        from wincloud_audit_chain where id`)
+  ).rows[0]
+  if (head === undefined || head.enabled_at === null) return { ok: true, enabled: false, checked: 0, anchorSeq: '0' }
+  const anchorSeq = head.anchor_seq
+  const fail = (checked: number, problem: AuditChainProblem): AuditVerification => ({
+    ok: false,
+    enabled: true,
+    checked,
+    anchorSeq,
+    problem,
+  })
+
+  let prev = head.anchor_hash
+  let prevId: string | null = null
+  let expected = BigInt(anchorSeq) + 1n
+  let checked = 0
+  for (;;) {
+    const { rows } = await knex.raw<{ rows: ChainRow[] }>(ROWS, [(expected - 1n).toString(), options.batchSize])
+    for (const row of rows) {
+      const seq = BigInt(row.seq)
+      if (seq !== expected) {
+        return fail(checked, {
+          kind: 'deleted',
+          id: row.id,
+          seq: row.seq,
+          message: `rows ${expected}..${seq - 1n} of the chain are missing before this row`,
+        })
+      }
+      if (!row.prev_hash.equals(prev)) {
+        return fail(checked, {
+          kind: 'modified',
+          id: prevId ?? row.id,
+          seq: (seq - (prevId === null ? 0n : 1n)).toString(),
+          message:
+            prevId === null
+              ? 'the first row does not continue from the chain anchor'
+              : 'the row was changed after it was written: the next row recorded another hash for it',
+        })
+      }
+      if (!chainHash(prev, canonicalAuditRow(row)).equals(row.row_hash)) {
+        return fail(checked, {
+          kind: 'modified',
+          id: row.id,
+          seq: row.seq,
+          message: 'the row was changed after it was written: its content does not match its hash',
+        })
+      }
+      prev = row.row_hash
+      prevId = row.id
+      expected = seq + 1n
+      checked += 1
+    }
+    options.onProgress?.(checked)
+    if (rows.length < options.batchSize) break
+  }
+  if (expected - 1n < BigInt(head.last_seq)) {
+    return fail(checked, {
+      kind: 'deleted',
+      id: null,
+      seq: null,
+      message: `rows ${expected}..${head.last_seq} at the end of the chain are missing`,
+    })
+  }
+  const outside = await knex.raw<{ rows: { id: string }[] }>(
+    `select id::text as id from audit_logs where chain_seq is null and created_at >= ? order by created_at, id limit 1`,
+    [head.enabled_at],
+  )
+  const stray = outside.rows[0]
+  if (stray !== undefined) {
+    return fail(checked, {
+      kind: 'inserted',
+      id: stray.id,
+      seq: null,
+      message: 'the row was written after the chain started without going through it',
+    })
+  }
+  return { ok: true, enabled: true, checked, anchorSeq }
+}

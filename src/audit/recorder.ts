@@ -1,0 +1,187 @@
+import type { Knex } from 'knex'
+import type { ModelAccess } from '../access/model-access.js'
+import { quoteIdentifier } from '../access/model-access.js'
+import type { BaseModel } from '../models/base-model.js'
+
+/**
+ * Who acts, as audit rows record it: the actor's id (null for `db.system()`), its role (`'system'` for system
+ * scopes) and the request metadata (for system scopes, the reason) as JSON text.
+ *
+ * @internal
+ */
+export interface AuditStamp {
+  readonly actorId: string | null
+  readonly actorRole: string
+  readonly metadata: string
+}
+
+/** The table audit rows go to. @internal */
+export const AUDIT_TABLE = 'audit_logs'
+
+/** What a secret field's change looks like in an audit row: changed, never its value. @internal */
+export const REDACTED = Object.freeze({ redacted: true })
+
+const REDACTED_SQL = `'{"redacted": true}'::jsonb`
+
+/** Columns every row has and no audit diff repeats: the id is the entity id, the timestamps are noise. */
+const KEY_COLUMNS = new Set(['id', 'created_at', 'updated_at'])
+
+interface AuditColumn {
+  readonly column: string
+  readonly property: string
+  readonly secret: boolean
+}
+
+/**
+ * How one model's rows are audited: its entity type (`droplet`), its columns with their property names, and which
+ * are secret (the model's `secretFields`), in table order.
+ *
+ * @internal
+ */
+export interface AuditShape {
+  readonly entityType: string
+  readonly columns: readonly AuditColumn[]
+  readonly types: ReadonlyMap<string, string>
+}
+
+const shapes = new WeakMap<ModelAccess, Promise<AuditShape>>()
+
+/** `AuditLog` → `audit_log`, `Droplet` → `droplet`. */
+export function entityTypeOf(model: { readonly name: string }): string {
+  return model.name
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .replace(/([A-Z])([A-Z][a-z])/g, '$1_$2')
+    .toLowerCase()
+}
+
+/**
+ * The audit shape of a model, read once from the catalog (column order and types) and the model (property names,
+ * secret fields).
+ *
+ * @internal
+ */
+export function auditShape(
+  runner: Knex | Knex.Transaction,
+  model: typeof BaseModel,
+  access: ModelAccess,
+): Promise<AuditShape> {
+  let shape = shapes.get(access)
+  if (shape === undefined) {
+    shape = runner
+      .raw<{ rows: { name: string; type: string }[] }>(
+        `select attname as name, format_type(atttypid, atttypmod) as type from pg_attribute
+         where attrelid = ?::regclass and attnum > 0 and not attisdropped order by attnum`,
+        [access.table],
+      )
+      .then((result) => {
+        const secret = new Set(model.secretFields)
+        const mappers = model.columnNameMappers as { parse?: (json: object) => object } | undefined
+        const columns = result.rows
+          .filter((row) => !KEY_COLUMNS.has(row.name))
+          .map((row) => {
+            const parsed = mappers?.parse === undefined ? undefined : mappers.parse({ [row.name]: null })
+            const property = parsed === undefined ? row.name : (Object.keys(parsed)[0] ?? row.name)
+            return Object.freeze({ column: row.name, property, secret: secret.has(property) })
+          })
+        return Object.freeze({
+          entityType: entityTypeOf(model),
+          columns: Object.freeze(columns),
+          types: new Map(result.rows.map((row) => [row.name, row.type])),
+        })
+      })
+    shapes.set(access, shape)
+    shape.catch(() => shapes.delete(access))
+  }
+  return shape
+}
+
+const literal = (text: string): string => `'${text.replace(/'/g, "''")}'`
+
+/** `jsonb_build_object` takes at most 100 arguments: build wide objects in pieces joined with `||`. */
+function jsonbObject(pairs: readonly (readonly [string, string])[]): string {
+  if (pairs.length === 0) return `'{}'::jsonb`
+  const pieces: string[] = []
+  for (let i = 0; i < pairs.length; i += 40) {
+    const args = pairs.slice(i, i + 40).flatMap(([key, value]) => [literal(key), value])
+    pieces.push(`jsonb_build_object(${args.join(', ')})`)
+  }
+  return pieces.length === 1 ? pieces[0]! : `(${pieces.join(' || ')})`
+}
+
+/**
+ * Every non-key column of a row as `{ property: { to: value } }` (inserts) or `{ property: { from: value } }`
+ * (deletes), secret fields redacted.
+ *
+ * @internal
+ */
+export function snapshotSql(shape: AuditShape, alias: string, side: 'from' | 'to'): string {
+  return jsonbObject(
+    shape.columns.map(({ column, property, secret }) => [
+      property,
+      secret ? REDACTED_SQL : `jsonb_build_object('${side}', ${alias}.${quoteIdentifier(column)})`,
+    ]),
+  )
+}
+
+/**
+ * The columns among `columns` whose value differs between two aliases, as `{ property: { from, to } }`, secret
+ * fields as `{ property: { redacted: true } }`; `'{}'` when nothing changed.
+ *
+ * @internal
+ */
+export function diffSql(shape: AuditShape, columns: readonly string[], before: string, after: string): string {
+  const parts: string[] = []
+  for (const name of columns) {
+    const audited = shape.columns.find((c) => c.column === name)
+    if (audited === undefined) continue
+    const column = quoteIdentifier(name)
+    const value = audited.secret
+      ? REDACTED_SQL
+      : `jsonb_build_object('from', ${before}.${column}, 'to', ${after}.${column})`
+    parts.push(
+      `case when ${before}.${column} is distinct from ${after}.${column} ` +
+        `then jsonb_build_object(${literal(audited.property)}, ${value}) else '{}'::jsonb end`,
+    )
+  }
+  return parts.length === 0 ? `'{}'::jsonb` : parts.join(' || ')
+}
+
+/**
+ * An INSERT of one audit row per row of `from` (a CTE of changed rows), for a data-modifying CTE, with its bindings
+ * (actor id, role, action, entity type, metadata). Rows whose `changes` are empty are skipped.
+ *
+ * @internal
+ */
+export function auditInsertSql(
+  shape: AuditShape,
+  stamp: AuditStamp,
+  action: string,
+  changes: string,
+  from: string,
+  idAlias: string,
+): { sql: string; bindings: unknown[] } {
+  return {
+    sql:
+      `insert into ${quoteIdentifier(AUDIT_TABLE)} ` +
+      `(actor_id, actor_role, action, entity_type, entity_id, changes, metadata, created_at) ` +
+      `select ?::uuid, ?, ?, ?, ${idAlias}::text, audit_changes.changes, ?::jsonb, clock_timestamp() ` +
+      `from ${from}, lateral (select ${changes} as changes) audit_changes where audit_changes.changes <> '{}'::jsonb`,
+    bindings: [stamp.actorId, stamp.actorRole, `${shape.entityType}.${action}`, shape.entityType, stamp.metadata],
+  }
+}
+
+/**
+ * The stamp of a scope: its actor, role and request metadata (for system scopes, the reason).
+ *
+ * @internal
+ */
+export function auditStamp(
+  actorId: string | undefined,
+  role: string,
+  meta: Readonly<Record<string, string>>,
+  reason: string | undefined,
+): AuditStamp {
+  const metadata: Record<string, string> = { ...meta }
+  if (reason !== undefined) metadata.reason = reason
+  return Object.freeze({ actorId: actorId ?? null, actorRole: role, metadata: JSON.stringify(metadata) })
+}
