@@ -13,6 +13,7 @@ import { modelLoadBenchmarks, type BenchContext } from './model-load.bench.js'
 import { scopedListBenchmarks } from './scoped-list.bench.js'
 import { paginationBenchmarks } from './pagination.bench.js'
 import { bulkBenchmarks } from './bulk.bench.js'
+import { auditBenchmarks } from './audit.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
@@ -20,6 +21,7 @@ const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchma
   scopedListBenchmarks,
   paginationBenchmarks,
   bulkBenchmarks,
+  auditBenchmarks,
 ]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
 import type { QueryContext } from 'objection'
-import { auditInsertSql, auditShape, diffSql, snapshotSql, type AuditShape } from '../audit/recorder.js'
+import { aliasColumns, auditInsertSql, auditShape, diffSql, snapshotSql, type AuditShape } from '../audit/recorder.js'
 import { ValidationError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, type ScopeContext } from './enforce.js'
@@ -126,7 +126,7 @@ export function updateStatementHead(
       shape,
       target.context.audit,
       'update',
-      diffSql(shape, audited, 'locked', 'changed'),
+      diffSql(shape, audited, aliasColumns('locked'), aliasColumns('changed')),
       'changed join locked on locked.id = changed.id',
       'changed.id',
     )
@@ -166,7 +166,7 @@ export function insertStatement(
     shape,
     target.context.audit,
     'create',
-    snapshotSql(shape, 'created', 'to'),
+    snapshotSql(shape, aliasColumns('created'), 'to'),
     'created',
     'created.id',
   )
@@ -198,7 +198,7 @@ export function deleteStatement(
     shape,
     target.context.audit,
     'delete',
-    snapshotSql(shape, 'deleted', 'from'),
+    snapshotSql(shape, aliasColumns('deleted'), 'from'),
     'deleted',
     'deleted.id',
   )

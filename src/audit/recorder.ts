@@ -108,38 +108,51 @@ function jsonbObject(pairs: readonly (readonly [string, string])[]): string {
   return pieces.length === 1 ? pieces[0]! : `(${pieces.join(' || ')})`
 }
 
+/** How to read a column of a row in SQL: `locked."status"`, or `(o.row -> 'status')` for rows held as jsonb. */
+export type ColumnValue = (column: string) => string
+
+/** Columns of a table alias: `alias."column"`. @internal */
+export const aliasColumns =
+  (alias: string): ColumnValue =>
+  (column) =>
+    `${alias}.${quoteIdentifier(column)}`
+
 /**
  * Every non-key column of a row as `{ property: { to: value } }` (inserts) or `{ property: { from: value } }`
  * (deletes), secret fields redacted.
  *
  * @internal
  */
-export function snapshotSql(shape: AuditShape, alias: string, side: 'from' | 'to'): string {
+export function snapshotSql(shape: AuditShape, value: ColumnValue, side: 'from' | 'to'): string {
   return jsonbObject(
     shape.columns.map(({ column, property, secret }) => [
       property,
-      secret ? REDACTED_SQL : `jsonb_build_object('${side}', ${alias}.${quoteIdentifier(column)})`,
+      secret ? REDACTED_SQL : `jsonb_build_object('${side}', ${value(column)})`,
     ]),
   )
 }
 
 /**
- * The columns among `columns` whose value differs between two aliases, as `{ property: { from, to } }`, secret
- * fields as `{ property: { redacted: true } }`; `'{}'` when nothing changed.
+ * The columns among `columns` whose value differs between two rows, as `{ property: { from, to } }`, secret
+ * fields as `{ property: { redacted: true } }`; `'{}'` when nothing changed. Both sides must be of the same type
+ * (both columns, or both jsonb).
  *
  * @internal
  */
-export function diffSql(shape: AuditShape, columns: readonly string[], before: string, after: string): string {
+export function diffSql(
+  shape: AuditShape,
+  columns: readonly string[],
+  before: ColumnValue,
+  after: ColumnValue,
+): string {
   const parts: string[] = []
   for (const name of columns) {
     const audited = shape.columns.find((c) => c.column === name)
     if (audited === undefined) continue
-    const column = quoteIdentifier(name)
-    const value = audited.secret
-      ? REDACTED_SQL
-      : `jsonb_build_object('from', ${before}.${column}, 'to', ${after}.${column})`
+    const [from, to] = [before(name), after(name)]
+    const value = audited.secret ? REDACTED_SQL : `jsonb_build_object('from', ${from}, 'to', ${to})`
     parts.push(
-      `case when ${before}.${column} is distinct from ${after}.${column} ` +
+      `case when ${from} is distinct from ${to} ` +
         `then jsonb_build_object(${literal(audited.property)}, ${value}) else '{}'::jsonb end`,
     )
   }

@@ -5,7 +5,7 @@ import { createDatabase, type Database } from '../db/create-database.js'
 import { isDataError } from '../errors.js'
 
 /** Exit codes of `wincloud-data`. */
-const EXIT = { ok: 0, failure: 1, usage: 2 } as const
+const EXIT = { ok: 0, failure: 1, usage: 2, tampered: 3 } as const
 
 const HELP: Record<string, string> = {
   main: `Usage: wincloud-data <command> [options]
@@ -15,13 +15,17 @@ Commands:
   migrate rollback    roll back the last batch (--all: every batch)
   migrate status      list applied and pending migrations
   seed                seed a development database (idempotent)
+  audit verify        check the audit log's hash chain; exit 3 names the first tampered row
+  audit enable-chain  turn the audit log's hash chain on (for good)
+  audit purge         delete audit rows older than --before, recording that it did (--reason)
 
 Options:
   --url <url>         PostgreSQL URL (default: the DATABASE_URL environment variable)
   -h, --help          show help for a command
   -v, --version       print the version
 
-Exit codes: 0 success, 1 the command failed (database unreachable, migration error, …), 2 bad usage.`,
+Exit codes: 0 success, 1 the command failed (database unreachable, migration error, …), 2 bad usage,
+3 the audit log's hash chain is broken (audit verify).`,
   migrate: `Usage: wincloud-data migrate <latest|rollback|status> [--all] [--url <url>]
 
   latest     apply every pending migration in one batch
@@ -33,6 +37,16 @@ Reads DATABASE_URL unless --url is given.`,
 
 Creates an admin (admin@wincloud.test), sample users and their droplets, unless they exist already.
 The admin password is taken from WINCLOUD_ADMIN_PASSWORD, or generated and printed once when the admin is created.
+Reads DATABASE_URL unless --url is given.`,
+  audit: `Usage: wincloud-data audit <verify|enable-chain|purge> [options] [--url <url>]
+
+  verify         walk the hash chain, recomputing every hash; prints how many rows were checked.
+                 Exits 0 when intact (or when the chain is off), 3 naming the first row that was modified,
+                 deleted or inserted out of band.
+  enable-chain   turn the hash chain on (idempotent; needs the owner of audit_logs)
+  purge          --before <ISO date> --reason <text>: delete audit rows written before the date, keeping the
+                 chain verifiable, and record the purge (needs the owner of audit_logs)
+
 Reads DATABASE_URL unless --url is given.`,
 }
 
@@ -89,6 +103,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
         all: { type: 'boolean' },
         users: { type: 'string' },
         'droplets-per-user': { type: 'string' },
+        before: { type: 'string' },
+        reason: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -144,6 +160,42 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
           io.out(`users created: ${result.usersCreated}, droplets created: ${result.dropletsCreated}`)
         })
         return EXIT.ok
+      }
+      case 'audit': {
+        if (sub !== 'verify' && sub !== 'enable-chain' && sub !== 'purge') {
+          throw new UsageError(`audit needs one of verify, enable-chain, purge\n\n${HELP.audit}`)
+        }
+        let before: Date | undefined
+        if (sub === 'purge') {
+          before = values.before === undefined ? undefined : new Date(values.before)
+          if (before === undefined || Number.isNaN(before.getTime())) {
+            throw new UsageError('audit purge needs --before <ISO date>')
+          }
+          if (!values.reason) throw new UsageError('audit purge needs --reason <text>')
+        }
+        let code: number = EXIT.ok
+        await withDatabase(url, async (db) => {
+          if (sub === 'enable-chain') {
+            const { enabledAt } = await db.audit.enableHashChain()
+            io.out(`hash chain on since ${enabledAt.toISOString()}`)
+          } else if (sub === 'purge') {
+            const { deleted } = await db.audit.purge({ before: before!, reason: values.reason! })
+            io.out(`purged ${deleted} audit rows written before ${before!.toISOString()}`)
+          } else {
+            const report = await db.audit.verify()
+            if (!report.enabled) io.out('hash chain is off: nothing to verify (wincloud-data audit enable-chain)')
+            else if (report.ok) io.out(`audit log intact: ${report.checked} rows checked after #${report.anchorSeq}`)
+            else {
+              const p = report.problem!
+              io.out(
+                `audit log TAMPERED: ${p.kind} at ${p.id === null ? 'the end of the chain' : `row ${p.id}`}` +
+                  `${p.seq === null ? '' : ` (#${p.seq})`}: ${p.message}; ${report.checked} rows were intact before it`,
+              )
+              code = EXIT.tampered
+            }
+          }
+        })
+        return code
       }
       default:
         throw new UsageError(`unknown command: ${command}\n\n${HELP.main}`)

@@ -2,6 +2,7 @@ import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
 import { SCOPE_KEY, scopeKnexQuery, scopeOf } from '../access/enforce.js'
 import { toDataError } from '../db/driver-errors.js'
+import { auditedBuilderWrite } from '../audit/builder-writes.js'
 
 type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
 const objectionMethods = QueryBuilder.prototype as unknown as Record<
@@ -51,23 +52,37 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
   }
 
   /**
-   * Runs one of objection's executing methods with the library's errors, and, under row-level security outside a
-   * transaction, inside a transaction that carries the scope's settings (eager child queries included).
+   * Runs one of objection's executing methods with the library's errors. Under row-level security outside a
+   * transaction, it runs inside a transaction that carries the scope's settings (eager child queries included).
+   * A scoped write of an audited model (`repo.query().patch(…)`, `.delete()`, `.insert(…)`) runs in a transaction
+   * with its audit rows.
    */
   async #run(method: 'execute' | 'resultSize'): Promise<unknown> {
     const objection = objectionMethods[method]
     try {
       const scope = scopeOf(this.context())
-      if (scope?.rlsSql === undefined || scope.inTransaction) return await objection.call(this)
+      if (scope === undefined) return await objection.call(this)
+      const write =
+        method === 'execute' &&
+        (this.isInsert() || this.isUpdate() || this.isDelete()) &&
+        (this.modelClass() as unknown as { audited?: unknown }).audited === true
+      const needsRls = scope.rlsSql !== undefined && !scope.inTransaction
+      if (!write && !needsRls) return await objection.call(this)
+      const current = this.knex() as Knex & { isTransaction?: boolean }
+      if (!needsRls && current.isTransaction === true) {
+        return await auditedBuilderWrite(this, current as Knex.Transaction, scope, () => objection.call(this))
+      }
       const rlsSql = scope.rlsSql
       return await this.modelClass()
         .knex()
         .transaction(async (trx) => {
-          await trx.raw(rlsSql)
+          if (needsRls && rlsSql !== undefined) await trx.raw(rlsSql)
           const inner = this.clone()
             .transacting(trx)
             .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
-          return await objection.call(inner)
+          return write
+            ? await auditedBuilderWrite(inner, trx, scope, () => objection.call(inner))
+            : await objection.call(inner)
         })
     } catch (error) {
       throw toDataError(error)

@@ -3,6 +3,7 @@ import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
+import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 
@@ -186,7 +187,13 @@ export async function names(): Promise<string[]> {
     }
 
     it('prints help for every command and its version', async () => {
-      for (const args of [['--help'], ['migrate', '--help'], ['seed', '--help'], ['help', 'migrate']]) {
+      for (const args of [
+        ['--help'],
+        ['migrate', '--help'],
+        ['seed', '--help'],
+        ['audit', '--help'],
+        ['help', 'migrate'],
+      ]) {
         const result = await cli(args)
         expect(result.code).toBe(0)
         expect(result.stdout).toMatch(/^Usage: wincloud-data/)
@@ -198,6 +205,11 @@ export async function names(): Promise<string[]> {
       expect((await cli([])).code).toBe(2)
       expect((await cli(['frobnicate'])).code).toBe(2)
       expect((await cli(['migrate', 'sideways'])).code).toBe(2)
+      expect((await cli(['audit', 'sideways'])).code).toBe(2)
+      expect(
+        (await cli(['audit', 'purge', '--before', 'yesterday', '--reason', 'x'], { DATABASE_URL: testDb.url })).code,
+      ).toBe(2)
+      expect((await cli(['audit', 'purge', '--before', '2020-01-01'], { DATABASE_URL: testDb.url })).code).toBe(2)
       expect((await cli(['seed', '--users', 'many'], { DATABASE_URL: testDb.url })).code).toBe(2)
       const none = await cli(['migrate', 'status'])
       expect(none.code).toBe(2)
@@ -236,6 +248,42 @@ export async function names(): Promise<string[]> {
         expect(again.stdout).toMatch(/already there/)
         expect(again.stdout).toMatch(/users created: 0, droplets created: 0/)
         expect(again.stdout).not.toMatch(/password/)
+        // The audit chain: off, on, intact, then tampered with out of band (exit 3 names the row), then purged.
+        expect(await cli(['audit', 'verify'], env)).toMatchObject({ code: 0, stdout: expect.stringMatching(/is off/) })
+        expect(await cli(['audit', 'enable-chain'], env)).toMatchObject({
+          code: 0,
+          stdout: expect.stringMatching(/on since/),
+        })
+        const tamper = new pg.Client({ connectionString: fresh.url })
+        await tamper.connect()
+        let victim: string
+        try {
+          for (let i = 0; i < 3; i++) await tamper.query(`insert into audit_logs (action) values ('test.event')`)
+          expect(await cli(['audit', 'verify'], env)).toMatchObject({
+            code: 0,
+            stdout: 'audit log intact: 3 rows checked after #0\n',
+          })
+          await tamper.query('set session_replication_role = replica')
+          const { rows } = await tamper.query<{ id: string }>(
+            `update audit_logs set metadata = '{"edited": true}' where chain_seq = 2 returning id::text as id`,
+          )
+          victim = rows[0]!.id
+        } finally {
+          await tamper.end()
+        }
+        const verified = await cli(['audit', 'verify'], env)
+        expect(verified.code).toBe(3)
+        expect(verified.stdout).toContain(`modified at row ${victim} (#2)`)
+        expect(
+          await cli(['audit', 'purge', '--before', '2999-01-01T00:00:00Z', '--reason', 'cli test'], env),
+        ).toMatchObject({
+          code: 0,
+          stdout: expect.stringMatching(/^purged [1-9]\d* audit rows/),
+        })
+        expect(await cli(['audit', 'verify'], env)).toMatchObject({
+          code: 0,
+          stdout: expect.stringMatching(/intact: 1 rows/),
+        })
         expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
           code: 0,
           stdout: 'rolled back: 0002_audit, 0001_initial\n',
