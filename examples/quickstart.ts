@@ -2,12 +2,14 @@
  * The quick-start demo: `npm run demo`.
  *
  * Starts an embedded PostgreSQL (or uses DATABASE_URL when set), migrates, seeds, lists, eager-loads, shows what
- * invalid input and a duplicate account look like, and cleans up after itself.
+ * invalid input and a duplicate account look like, walks pages, changes droplets in bulk, prints the audit trail of
+ * what it did, and cleans up after itself.
  *
  * In your own code, import from '@wincloud/data' instead of '../src/index.js'.
  */
 import { randomBytes } from 'node:crypto'
 import {
+  AuditLog,
   ConflictError,
   createDatabase,
   Droplet,
@@ -159,6 +161,32 @@ async function story(db: Database): Promise<void> {
       `${bulk.notFound.length} not found; stopped among the other users' two: ${stillTheirs} ` +
       `(of ${others.filter((d) => d.status === 'stopped').length} before).`,
   )
+
+  // Audit: every change above left a row, written by the same statement as the change. user1 reads their own trail.
+  const chain = await db.audit.enableHashChain()
+  await asUser1.repo(Droplet).update(mine[0]!.id, { status: 'active', name: `${mine[0]!.name}-renamed` })
+  await asUser1.audit.record('droplet.console_opened', { entityType: 'droplet', entityId: mine[0]!.id })
+  await db.auth.login('user1', 'not-the-password').catch(() => undefined)
+  const trail = await asUser1.repo(AuditLog).list({ sort: ['-createdAt'], page: { size: 5 } })
+  say(`13. ${user1.username}'s last five audit entries, newest first (they see only their own):`)
+  for (const entry of trail.items) {
+    const changed = Object.entries(entry.changes)
+      .map(([field, change]) => `${field} ${JSON.stringify(change.from)} → ${JSON.stringify(change.to)}`)
+      .join(', ')
+    const extra = entry.action.startsWith('auth.') ? ` (${String(entry.metadata.reason)})` : ''
+    say(`    ${entry.action}${extra}${changed ? `: ${changed}` : ''}`)
+  }
+  const total = await asAdmin.repo(AuditLog).count()
+  const verified = await db.audit.verify()
+  say(
+    `    The admin sees all ${total} entries. Hash chain on since ${chain.enabledAt.toISOString()}: ` +
+      `${verified.checked} chained rows verified, ${verified.ok ? 'intact' : `BROKEN (${verified.problem?.kind})`}.`,
+  )
+  try {
+    await db.knex.raw(`delete from audit_logs`)
+  } catch {
+    say(`    Deleting audit rows, even on the application's own connection, is refused by the database.`)
+  }
 }
 
 async function main(): Promise<void> {
@@ -169,7 +197,7 @@ async function main(): Promise<void> {
   } finally {
     await db.close()
   }
-  say(`13. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
+  say(`14. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
 }
 
 main().catch((error: unknown) => {

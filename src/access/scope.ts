@@ -35,7 +35,7 @@ import { recordAuditEvent, type AuditEvent, type ScopeAudit } from '../audit/aud
 import { AuditLog } from '../models/audit-log.js'
 
 /**
- * Request metadata that travels with a scope (and into audit rows once auditing lands).
+ * Request metadata that travels with a scope into its audit rows.
  *
  * @example
  * ```ts

@@ -94,11 +94,14 @@ function checkEvent(action: unknown, event: unknown): { action: string; event: A
       throw new ValidationError(`Unknown audit event field ${key}.`, [{ field: `event.${key}`, message: 'is unknown' }])
     }
   }
-  for (const key of ['entityType', 'entityId'] as const) {
+  for (const [key, max] of [
+    ['entityType', 64],
+    ['entityId', 255],
+  ] as const) {
     const value = e[key]
-    if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > 255)) {
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > max)) {
       throw new ValidationError(`event.${key} must be a short string.`, [
-        { field: `event.${key}`, message: 'must be a string of 1 to 255 characters' },
+        { field: `event.${key}`, message: `must be a string of 1 to ${max} characters` },
       ])
     }
   }

@@ -78,6 +78,16 @@ export function createAuth(knex: Knex, BoundUser: typeof User, hashOptions: Pass
         const valid = await verifyPassword(password, user?.passwordHash ?? (await dummy()))
         const reason: LoginAttempt['reason'] =
           user === undefined ? 'unknown-user' : !valid ? 'wrong-password' : !user.isActive ? 'inactive' : 'ok'
+        // A legacy or outdated hash is replaced first, so listeners (the audit row, which may hold the audit
+        // chain's lock until commit) run after the one slow step.
+        if (reason === 'ok' && user !== undefined && passwordNeedsRehash(user.passwordHash, hashOptions)) {
+          const fresh = await hashPassword(password, hashOptions)
+          await BoundUser.query(trx)
+            .patch({ passwordHash: fresh })
+            .where('id', user.id)
+            .where('password_hash', user.passwordHash)
+          user.passwordHash = fresh
+        }
         const attempt: LoginAttempt = {
           login: loginName,
           userId: user?.id,
@@ -89,14 +99,6 @@ export function createAuth(knex: Knex, BoundUser: typeof User, hashOptions: Pass
         }
         for (const listener of listeners) await listener(attempt)
         if (reason !== 'ok' || user === undefined) return undefined
-        if (passwordNeedsRehash(user.passwordHash, hashOptions)) {
-          const fresh = await hashPassword(password, hashOptions)
-          await BoundUser.query(trx)
-            .patch({ passwordHash: fresh })
-            .where('id', user.id)
-            .where('password_hash', user.passwordHash)
-          user.passwordHash = fresh
-        }
         return user
       })
     } catch (error) {

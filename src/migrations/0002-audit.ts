@@ -128,17 +128,20 @@ export async function up(knex: Knex): Promise<void> {
     declare
       started timestamptz;
     begin
+      -- No insert is in flight while the triggers go in, and the start is taken after they exist: every row
+      -- written after enabled_at went through the chain.
+      lock table audit_logs in share row exclusive mode;
       select enabled_at into started from wincloud_audit_chain where id for update;
-      if started is null then
-        started := clock_timestamp();
-        update wincloud_audit_chain set enabled_at = started where id;
-      end if;
       if not exists (select from pg_trigger where tgname = 'wincloud_audit_logs_chain_row'
                      and tgrelid = 'audit_logs'::regclass) then
         create trigger wincloud_audit_logs_chain_row before insert on audit_logs
           for each row execute function wincloud_audit_chain_row();
         create trigger wincloud_audit_logs_chain_head after insert on audit_logs
           for each statement execute function wincloud_audit_chain_head();
+      end if;
+      if started is null then
+        started := clock_timestamp();
+        update wincloud_audit_chain set enabled_at = started where id;
       end if;
       return started;
     end $$`)

@@ -1,4 +1,6 @@
-import type { JSONSchema, Pojo } from 'objection'
+import type { JSONSchema, Pojo, QueryContext } from 'objection'
+import { scopeOf } from '../access/enforce.js'
+import { ForbiddenError } from '../errors.js'
 import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
@@ -79,7 +81,9 @@ export class AuditLog extends BaseModel {
     return parsed
   }
 
-  override $beforeInsert(): void {
+  /** Scopes never write audit rows as rows: the library does, and `scope.audit.record()` for custom events. */
+  override $beforeInsert(context: QueryContext): void {
+    if (scopeOf(context) !== undefined) throw new ForbiddenError('create', 'AuditLog (use scope.audit.record)')
     if (this.id === undefined || this.id === null) this.id = uuidv7()
     if (this.createdAt === undefined) this.createdAt = new Date()
   }
