@@ -53,7 +53,8 @@ export async function auditBenchmarks({ db, pool, data }: BenchContext): Promise
           `select count(*)::text as n from audit_logs where entity_id = $1`,
           [one],
         )
-        await repo().update(one, { status: status() })
+        const current = await pool.query<{ status: string }>(`select status from droplets where id = $1`, [one])
+        await repo().update(one, { status: current.rows[0]!.status === 'active' ? 'stopped' : 'active' })
         const after = await pool.query<{ n: string }>(
           `select count(*)::text as n from audit_logs where entity_id = $1`,
           [one],

@@ -111,8 +111,8 @@ export async function verifyAuditChain(
 ): Promise<AuditVerification> {
   const head = (
     await knex.raw<{
-      rows: { enabled_at: Date | null; last_seq: string; anchor_seq: string; anchor_hash: Buffer }[]
-    }>(`select enabled_at, last_seq::text as last_seq, anchor_seq::text as anchor_seq, anchor_hash
+      rows: { enabled_at: Date | null; last_seq: string; last_hash: Buffer; anchor_seq: string; anchor_hash: Buffer }[]
+    }>(`select enabled_at, last_seq::text as last_seq, last_hash, anchor_seq::text as anchor_seq, anchor_hash
         from wincloud_audit_chain where id`)
   ).rows[0]
   if (head === undefined || head.enabled_at === null) return { ok: true, enabled: false, checked: 0, anchorSeq: '0' }
@@ -167,6 +167,14 @@ export async function verifyAuditChain(
     }
     options.onProgress?.(checked)
     if (rows.length < options.batchSize) break
+  }
+  if (expected - 1n === BigInt(head.last_seq) && checked > 0 && !prev.equals(head.last_hash)) {
+    return fail(checked - 1, {
+      kind: 'modified',
+      id: prevId,
+      seq: head.last_seq,
+      message: 'the last row was changed after it was written: the chain head recorded another hash for it',
+    })
   }
   if (expected - 1n < BigInt(head.last_seq)) {
     return fail(checked, {
