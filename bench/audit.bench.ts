@@ -11,6 +11,8 @@ import type { BenchContext } from './model-load.bench.js'
  *   raw single statement that does the same (the update and its audit rows in one data-modifying CTE), and against
  *   the raw unaudited `UPDATE`.
  *
+ * - the audited update again with the hash chain on (run last: the chain cannot be turned off).
+ *
  * Each round flips the status, so every round really changes every row and writes its audit rows.
  */
 export async function auditBenchmarks({ db, pool, data }: BenchContext): Promise<Benchmark[]> {
@@ -78,6 +80,15 @@ export async function auditBenchmarks({ db, pool, data }: BenchContext): Promise
       warmup: 1,
       library: () => repo().bulkUpdate(all, { status: status() }),
       raw: () => rawUpdate(all),
+    }),
+    // Last: the chain stays on once enabled.
+    defineBenchmark({
+      name: 'audited scoped update, hash chain on, vs raw unaudited UPDATE',
+      setup: async () => {
+        await db.audit.enableHashChain()
+      },
+      library: () => repo().update(one, { status: status() }),
+      raw: () => rawUpdate([one]),
     }),
   ]
 }
