@@ -14,9 +14,11 @@ import { scopedListBenchmarks } from './scoped-list.bench.js'
 import { paginationBenchmarks } from './pagination.bench.js'
 import { bulkBenchmarks } from './bulk.bench.js'
 import { auditBenchmarks } from './audit.bench.js'
+import { cryptoBenchmarks } from './crypto.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
+  cryptoBenchmarks,
   modelLoadBenchmarks,
   scopedListBenchmarks,
   paginationBenchmarks,

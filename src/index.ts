@@ -31,6 +31,14 @@ export type { Filter, FieldOperators, FilterValue, LikePattern, ColumnType } fro
 export type { AuditEvent, DatabaseAudit, ScopeAudit } from './audit/audit.js'
 export type { AuditVerification, AuditChainProblem } from './audit/chain.js'
 
+export { Keyring } from './crypto/keyring.js'
+export type { EncryptionConfig } from './crypto/keyring.js'
+export { encryptValue, decryptValue, envelopeKeyId } from './crypto/envelope.js'
+export type { EnvelopeContext } from './crypto/envelope.js'
+export { fernetEncrypt, fernetDecrypt, fernetKey, isFernetToken } from './crypto/fernet.js'
+export { blindIndex } from './crypto/blind-index.js'
+export type { BlindIndexOptions, BlindIndexNormalization } from './crypto/blind-index.js'
+
 export { migrationSource, MIGRATIONS_TABLE } from './migrations/index.js'
 export type { LibraryMigration } from './migrations/index.js'
 

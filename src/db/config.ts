@@ -1,4 +1,5 @@
 import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../access/policy.js'
+import { Keyring, type EncryptionConfig } from '../crypto/keyring.js'
 import { ConfigError, isDataError } from '../errors.js'
 import type { PasswordHashOptions } from '../auth/passwords.js'
 
@@ -114,6 +115,12 @@ export interface DatabaseConfig {
    * per `createDatabase` call: cursors then do not survive a restart or cross processes.
    */
   pagination?: { cursorSecrets?: string[] }
+  /**
+   * Encryption keys (see {@link EncryptionConfig}): AES-256 keys by id, the current one, the blind-index key, legacy
+   * Fernet keys. Also the source of the cursor-signing secret when `pagination.cursorSecrets` is not given, so
+   * cursors survive restarts and work across processes that share the keys.
+   */
+  encryption?: EncryptionConfig
   /** Login settings: the scrypt cost of new and upgraded password hashes (default `{ cost: 15 }`). */
   auth?: { passwordHash?: PasswordHashOptions }
 }
@@ -129,11 +136,11 @@ export interface ResolvedConfig {
   readonly passwordHash: PasswordHashOptions | undefined
   readonly rls: boolean
   readonly cursorSecrets: Buffer[] | undefined
+  readonly keyring: Keyring | undefined
 }
 
 const PLANNED: Record<string, string> = {
   replicas: 'read replicas',
-  encryption: 'encrypted columns',
   slowQueryMs: 'query timing',
   cache: 'the Redis cache',
 }
@@ -148,6 +155,7 @@ const TOP_LEVEL = new Set([
   'auth',
   'rls',
   'pagination',
+  'encryption',
 ])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -324,10 +332,16 @@ export function parseConfig(input: unknown): ResolvedConfig {
     })
   }
 
+  const keyring = input.encryption === undefined ? undefined : Keyring.from(input.encryption)
+  // Without secrets of their own, cursors are signed with a secret derived from the encryption keys (the current
+  // key's first): rotating the keys rotates it, and cursors signed under a key still on the ring keep verifying.
+  if (cursorSecrets === undefined && keyring !== undefined) cursorSecrets = keyring.purposeSecrets('pagination-cursors')
+
   return Object.freeze({
     connection,
     passwordHash,
     cursorSecrets,
+    keyring,
     rls: input.rls === true,
     roles: Object.freeze(roles),
     pool: Object.freeze(pool),

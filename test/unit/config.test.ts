@@ -1,6 +1,9 @@
+import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/db/config.js'
 import { ConfigError, createDatabase, isDataError } from '../../src/index.js'
+
+const KEY = randomBytes(32).toString('base64')
 
 function configError(input: unknown): ConfigError {
   try {
@@ -53,7 +56,11 @@ describe('parseConfig', () => {
     [{ connection: 'postgres://a@b/c', embedded: {} }, 'embedded', /only applies/],
     [{ conection: 'postgres://a@b/c' }, 'conection', /not a known option/],
     [{ replicas: ['postgres://a@b/c'] }, 'replicas', /not supported by this version/],
-    [{ encryption: {} }, 'encryption', /not supported by this version/],
+    [{ slowQueryMs: 200 }, 'slowQueryMs', /not supported by this version/],
+    [{ encryption: {} }, 'encryption.keys', /at least one/],
+    [{ encryption: { keys: { k1: 'c2hvcnQ=' }, current: 'k1' } }, 'encryption.keys.k1', /32 bytes/],
+    [{ encryption: { keys: { k1: KEY }, current: 'k2' } }, 'encryption.current', /one of the ids/],
+    [{ encryption: 'key' }, 'encryption', /object/],
     ['postgres://a@b/c', 'config', /object/],
   ])('rejects %j naming %s', (input, field, message) => {
     const error = configError(input)
@@ -61,6 +68,28 @@ describe('parseConfig', () => {
     expect(error.message).toMatch(message)
     expect(error.code).toBe('CONFIG_INVALID')
     expect(isDataError(error)).toBe(true)
+  })
+
+  it('derives the cursor-signing secrets from the encryption keys when it has none of its own', () => {
+    const other = randomBytes(32).toString('base64')
+    const one = parseConfig({ encryption: { keys: { k1: KEY }, current: 'k1' } })
+    const again = parseConfig({ encryption: { keys: { k1: KEY }, current: 'k1' } })
+    const rotated = parseConfig({ encryption: { keys: { k1: KEY, k2: other }, current: 'k2' } })
+    expect(one.keyring?.currentKeyId).toBe('k1')
+    expect(one.cursorSecrets).toHaveLength(1)
+    expect(one.cursorSecrets![0]!.equals(again.cursorSecrets![0]!)).toBe(true)
+    // After a rotation the new key's secret signs and the old one's still verifies.
+    expect(rotated.cursorSecrets).toHaveLength(2)
+    expect(rotated.cursorSecrets![1]!.equals(one.cursorSecrets![0]!)).toBe(true)
+    expect(rotated.cursorSecrets![0]!.equals(one.cursorSecrets![0]!)).toBe(false)
+    // The derived secret is not the key itself, and explicit secrets win.
+    expect(one.cursorSecrets![0]!.toString('base64')).not.toBe(KEY)
+    const own = randomBytes(32).toString('base64')
+    const explicit = parseConfig({
+      encryption: { keys: { k1: KEY }, current: 'k1' },
+      pagination: { cursorSecrets: [own] },
+    })
+    expect(explicit.cursorSecrets![0]!.toString('base64')).toBe(own)
   })
 
   it('never repeats a password from the configuration in its errors', () => {
