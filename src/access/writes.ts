@@ -161,18 +161,34 @@ export function insertStatement(
     })
     .join(', ')
   const insert = `insert into ${a.tableSql} (${columns.map(quoteIdentifier).join(', ')}) values ${values} returning ${a.tableSql}.*`
-  if (shape === undefined) return { sql: insert, bindings }
+  return withSnapshotAudit(target, shape, { name: 'created', sql: insert, bindings }, 'create', 'select * from created')
+}
+
+/**
+ * `with <name> as (<statement>), audit as (insert … one row per row of <name>) <tail>`: the audit rows of an INSERT
+ * (`{ field: { to } }`) or a DELETE (`{ field: { from } }`) in the same statement; just the statement and the tail
+ * for a model that is not audited.
+ */
+function withSnapshotAudit(
+  target: WriteTarget,
+  shape: AuditShape | undefined,
+  rows: { readonly name: 'created' | 'deleted'; readonly sql: string; readonly bindings: unknown[] },
+  action: 'create' | 'delete',
+  tail: string,
+): Statement {
+  if (shape === undefined) return { sql: `with ${rows.name} as (${rows.sql}) ${tail}`, bindings: rows.bindings }
+  const side = action === 'create' ? 'to' : 'from'
   const audit = auditInsertSql(
     shape,
     target.context.audit,
-    'create',
-    snapshotSql(shape, aliasColumns('created'), 'to'),
-    'created',
-    'created.id',
+    action,
+    snapshotSql(shape, aliasColumns(rows.name), side),
+    rows.name,
+    `${rows.name}.id`,
   )
   return {
-    sql: `with created as (${insert}), audit as (${audit.sql}) select * from created`,
-    bindings: [...bindings, ...audit.bindings],
+    sql: `with ${rows.name} as (${rows.sql}), audit as (${audit.sql}) ${tail}`,
+    bindings: [...rows.bindings, ...audit.bindings],
   }
 }
 
@@ -191,19 +207,12 @@ export function deleteStatement(
   const a = target.access
   const where = own ? `${a.idSql} = ? and ${a.ownerSql} = ?` : `${a.idSql} = ?`
   const bindings: unknown[] = own ? [id, target.context.actorId] : [id]
-  const del = `delete from ${a.tableSql} where ${where} returning ${a.tableSql}.*`
-  if (shape === undefined)
-    return { sql: `with deleted as (${del}) select count(*)::int as count from deleted`, bindings }
-  const audit = auditInsertSql(
+  const sql = `delete from ${a.tableSql} where ${where} returning ${a.tableSql}.*`
+  return withSnapshotAudit(
+    target,
     shape,
-    target.context.audit,
+    { name: 'deleted', sql, bindings },
     'delete',
-    snapshotSql(shape, aliasColumns('deleted'), 'from'),
-    'deleted',
-    'deleted.id',
+    'select count(*)::int as count from deleted',
   )
-  return {
-    sql: `with deleted as (${del}), audit as (${audit.sql}) select count(*)::int as count from deleted`,
-    bindings: [...bindings, ...audit.bindings],
-  }
 }
