@@ -187,17 +187,33 @@ async function story(db: Database): Promise<void> {
   } catch {
     say(`    Deleting audit rows, even on the application's own connection, is refused by the database.`)
   }
+
+  // Encryption: a droplet's Windows administrator password is stored as an envelope bound to its row.
+  const secret = randomBytes(9).toString('base64url')
+  await asUser1.repo(Droplet).update(mine[0]!.id, { adminPassword: secret })
+  const atRest = await db.knex.raw<{ rows: { text: string }[] }>(
+    'select admin_password_ciphertext as text from droplets where id = ?',
+    [mine[0]!.id],
+  )
+  const stored = atRest.rows[0]!.text
+  const readBack = (await asUser1.repo(Droplet).getById(mine[0]!.id)).adminPassword
+  say(
+    `14. An administrator password at rest: "${stored.slice(0, 24)}…" (${stored.length} characters, ` +
+      `plaintext in it: ${stored.includes(secret)}); read back through the repository: ${readBack === secret ? 'the same' : 'DIFFERENT'}.`,
+  )
 }
 
 async function main(): Promise<void> {
   const url = process.env.DATABASE_URL
-  const db = await createDatabase(url ? { connection: url } : {})
+  // Demo keys, made for this run: a real host reads them from its secret store.
+  const encryption = { keys: { demo: randomBytes(32).toString('base64') }, current: 'demo' }
+  const db = await createDatabase(url ? { connection: url, encryption } : { encryption })
   try {
     await story(db)
   } finally {
     await db.close()
   }
-  say(`14. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
+  say(`15. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
 }
 
 main().catch((error: unknown) => {

@@ -512,7 +512,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     }
     if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
     const target = this.#bulkTarget()
-    const { columns, values } = patchColumns(target, patch, 'single')
+    const { columns, values } = patchColumns(target, patch, 'single', id.toLowerCase())
     const a = this.#access
     const own = level === 'own'
     const head = updateStatementHead(target, await this.#shape(target), {

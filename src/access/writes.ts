@@ -1,6 +1,7 @@
 import type { Knex } from 'knex'
 import type { QueryContext } from 'objection'
 import { aliasColumns, auditInsertSql, auditShape, diffSql, snapshotSql, type AuditShape } from '../audit/recorder.js'
+import { setRowIdHint } from '../crypto/columns.js'
 import { ValidationError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, type ScopeContext } from './enforce.js'
@@ -39,6 +40,7 @@ export function patchColumns(
   target: WriteTarget,
   patch: unknown,
   what: 'bulk' | 'single' = 'bulk',
+  rowId?: string,
 ): { columns: string[]; values: unknown[] } {
   if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
     throw new ValidationError('A patch must be an object.', [{ field: 'patch', message: 'must be an object' }])
@@ -49,6 +51,8 @@ export function patchColumns(
   }
   const model = target.model.fromJson(patch, { patch: true })
   model.$beforeUpdate({ patch: true }, contextOf(target))
+  // Encrypted values are bound to their row: the patch model learns which one (it has no id of its own).
+  if (rowId !== undefined) setRowIdHint(model, rowId)
   const json = model.$toDatabaseJson() as Record<string, unknown>
   const columns = Object.keys(json)
   return { columns, values: columns.map((column) => json[column]) }

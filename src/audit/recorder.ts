@@ -1,6 +1,7 @@
 import type { Knex } from 'knex'
 import type { ModelAccess } from '../access/model-access.js'
 import { quoteIdentifier } from '../access/model-access.js'
+import { encryptedProperties } from '../crypto/columns.js'
 import type { BaseModel } from '../models/base-model.js'
 
 /**
@@ -76,12 +77,18 @@ export function auditShape(
       .then((result) => {
         const secret = new Set(model.secretFields)
         const mappers = model.columnNameMappers as { parse?: (json: object) => object } | undefined
+        // Encrypted properties: the envelope column is the property, always redacted; the blind index is left out.
+        const encrypted = model.encrypted === undefined ? [] : encryptedProperties(model)
+        const ciphertexts = new Map(encrypted.map((e) => [e.ciphertextColumn, e.property]))
+        const blindIndexes = new Set(encrypted.map((e) => e.blindIndexColumn))
         const columns = result.rows
-          .filter((row) => !KEY_COLUMNS.has(row.name))
+          .filter((row) => !KEY_COLUMNS.has(row.name) && !blindIndexes.has(row.name))
           .map((row) => {
+            const property = ciphertexts.get(row.name)
+            if (property !== undefined) return Object.freeze({ column: row.name, property, secret: true })
             const parsed = mappers?.parse === undefined ? undefined : mappers.parse({ [row.name]: null })
-            const property = parsed === undefined ? row.name : (Object.keys(parsed)[0] ?? row.name)
-            return Object.freeze({ column: row.name, property, secret: secret.has(property) })
+            const name = parsed === undefined ? row.name : (Object.keys(parsed)[0] ?? row.name)
+            return Object.freeze({ column: row.name, property: name, secret: secret.has(name) })
           })
         return Object.freeze({
           entityType: entityTypeOf(model),
@@ -124,12 +131,20 @@ export const aliasColumns =
  * @internal
  */
 export function snapshotSql(shape: AuditShape, value: ColumnValue, side: 'from' | 'to'): string {
-  return jsonbObject(
-    shape.columns.map(({ column, property, secret }) => [
-      property,
-      secret ? REDACTED_SQL : `jsonb_build_object('${side}', ${value(column)})`,
-    ]),
+  const plain = jsonbObject(
+    shape.columns
+      .filter((c) => !c.secret)
+      .map(({ column, property }) => [property, `jsonb_build_object('${side}', ${value(column)})`]),
   )
+  // A secret is recorded as present (redacted), or left out when the row has none.
+  const secrets = shape.columns
+    .filter((c) => c.secret)
+    .map(
+      ({ column, property }) =>
+        `(case when coalesce(to_jsonb(${value(column)}), 'null'::jsonb) = 'null'::jsonb then '{}'::jsonb ` +
+        `else jsonb_build_object(${literal(property)}, ${REDACTED_SQL}) end)`,
+    )
+  return [plain, ...secrets].join(' || ')
 }
 
 /**

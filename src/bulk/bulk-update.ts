@@ -4,6 +4,7 @@ import { quoteIdentifier } from '../access/model-access.js'
 import type { FilterWalk } from '../access/filter-compiler.js'
 import { patchColumns, shapeOf, updateStatementHead, type WriteTarget } from '../access/writes.js'
 import { auditShape } from '../audit/recorder.js'
+import { namesEncrypted } from '../crypto/columns.js'
 import { toDataError } from '../db/driver-errors.js'
 import { ValidationError } from '../errors.js'
 import { checkBulkOptions, chunks, type BulkOptions, type BulkResult } from './bulk.js'
@@ -270,12 +271,18 @@ export async function bulkUpdateEach(
       throw new ValidationError(`rows[${i}] repeats an id.`, [{ field: `rows[${i}].id`, message: 'repeats an id' }])
     }
     seen.add(key)
-    // Rows with the same patch (a status for thousands of rows) are validated once.
-    const patchKey = JSON.stringify(patch)
-    let checked = validated.get(patchKey)
-    if (checked === undefined) {
-      checked = patchColumns(target, patch)
-      validated.set(patchKey, checked)
+    // Rows with the same patch (a status for thousands of rows) are validated once; a patch of an encrypted property
+    // is encrypted for its own row.
+    let checked: { columns: string[]; values: unknown[] } | undefined
+    if (namesEncrypted(target.model, patch)) {
+      checked = patchColumns(target, patch, 'bulk', key)
+    } else {
+      const patchKey = JSON.stringify(patch)
+      checked = validated.get(patchKey)
+      if (checked === undefined) {
+        checked = patchColumns(target, patch)
+        validated.set(patchKey, checked)
+      }
     }
     const { columns, values } = checked
     const shape = columns.join(',')

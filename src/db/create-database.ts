@@ -4,6 +4,7 @@ import { createScope, createSystemScope, type RequestMeta, type Scope, type Scop
 import { SYSTEM_ROLE, type Actor } from '../access/policy.js'
 import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
 import { auditStamp } from '../audit/recorder.js'
+import { registerKeyring } from '../crypto/columns.js'
 import { createAuth, type Auth } from '../auth/login.js'
 import { ConfigError, isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
@@ -182,6 +183,7 @@ class DatabaseHandle implements Database {
   constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined, config: ResolvedConfig) {
     this.knex = knex
     this.#logger = config.logger
+    if (config.keyring !== undefined) registerKeyring(knex, config.keyring)
     this.#scopeEnv = Object.freeze({
       rls: config.rls,
       cursors: new CursorCodec(config.cursorSecrets),

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex'
 import * as initial from './0001-initial.js'
 import * as audit from './0002-audit.js'
+import * as encryptedColumns from './0003-encrypted-columns.js'
 
 /**
  * One migration of the library, as a knex migration source hands it out.
@@ -19,6 +20,7 @@ export interface LibraryMigration {
 const MIGRATIONS: readonly LibraryMigration[] = Object.freeze([
   { name: '0001_initial', up: initial.up, down: initial.down },
   { name: '0002_audit', up: audit.up, down: audit.down },
+  { name: '0003_encrypted_columns', up: encryptedColumns.up, down: encryptedColumns.down },
 ])
 
 /**

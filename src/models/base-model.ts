@@ -16,6 +16,16 @@ import addFormats from 'ajv-formats'
 import { uuidv7 } from '../internal/uuid.js'
 import { ValidationError, type ValidationDetail } from '../errors.js'
 import { BaseQueryBuilder } from './base-query-builder.js'
+import {
+  absorbEncryptedColumn,
+  encryptedColumns,
+  encryptedProperties,
+  givenPlaintext,
+  installEncryptedAccessors,
+  keyringOf,
+  rowIdHint,
+  type EncryptedColumnOptions,
+} from '../crypto/columns.js'
 
 /** The prefix of columns the library selects for its own use, e.g. keyset cursor values. @internal */
 export const INTERNAL_COLUMN = '__wincloud_'
@@ -109,6 +119,17 @@ export class BaseModel extends Model {
   static secretFields: readonly string[] = []
   /** Whether writes through scoped repositories leave audit rows (default true; `AuditLog` itself is not). */
   static audited = true
+  /**
+   * Properties stored encrypted (AES-256-GCM envelopes bound to the row, see docs/encryption.md): property `apiToken`
+   * lives in column `api_token_ciphertext` (and `api_token_bidx` with `blindIndex`). Reading the property decrypts it
+   * (once, on first read); the property never appears in `toJSON()`; audit rows record it as redacted.
+   */
+  static encrypted: Readonly<Record<string, EncryptedColumnOptions>> | undefined = undefined
+
+  constructor() {
+    super()
+    if (new.target.encrypted !== undefined) installEncryptedAccessors(new.target)
+  }
 
   /** The JSON-schema properties of `id`, `createdAt` and `updatedAt`, to spread into a subclass's schema. */
   static readonly baseProperties = baseProperties
@@ -147,12 +168,18 @@ export class BaseModel extends Model {
       modelClass.prototype.$parseDatabaseJson !== Model.prototype.$parseDatabaseJson ||
       modelClass.columnNameMappers !== BaseModel.columnNameMappers
     ) {
-      for (const column of Object.keys(json)) if (column.startsWith(INTERNAL_COLUMN)) delete json[column]
+      for (const column of Object.keys(json)) {
+        const encrypted =
+          modelClass.encrypted !== undefined && absorbEncryptedColumn(this, modelClass, column, json[column])
+        if (encrypted || column.startsWith(INTERNAL_COLUMN)) delete json[column]
+      }
       return super.$setDatabaseJson(json)
     }
     const names = propertyNames(modelClass)
     const target = this as unknown as Record<string, unknown>
+    const encrypted = modelClass.encrypted !== undefined
     for (const column in json) {
+      if (encrypted && absorbEncryptedColumn(this, modelClass, column, json[column])) continue
       let property = names.get(column)
       if (property === undefined) {
         // Columns the library selects for itself (keyset cursor values) never become properties.
@@ -175,6 +202,29 @@ export class BaseModel extends Model {
       }
     }
     return this
+  }
+
+  /**
+   * Encrypted properties the model was given become their columns: the envelope, bound to the row's id, and the
+   * blind index. A patch without a row id (objection's `patch()` on a query) cannot bind them: a ValidationError.
+   */
+  override $formatDatabaseJson(json: Pojo): Pojo {
+    const out = super.$formatDatabaseJson(json)
+    const modelClass = this.constructor as typeof BaseModel
+    if (modelClass.encrypted === undefined) return out
+    const given = encryptedProperties(modelClass as never).filter((e) => givenPlaintext(this, e.property) !== undefined)
+    if (given.length === 0) return out
+    const rowId = typeof this.id === 'string' ? this.id : rowIdHint(this)
+    if (rowId === undefined) {
+      throw new ValidationError(
+        `${modelClass.name}.${given[0]!.property} is encrypted for its row: write it with create, update or bulkUpdateEach.`,
+        [{ field: given[0]!.property, message: 'can only be written to one known row at a time' }],
+      )
+    }
+    return Object.assign(
+      out,
+      encryptedColumns(keyringOf(modelClass.knex() ?? undefined), modelClass as never, this, rowId),
+    )
   }
 
   /** `createdAt` and `updatedAt` are Dates or ISO 8601 strings: their schema cannot say "a Date", so this does. */

@@ -2,6 +2,7 @@ import type { JSONSchema, RelationMappings } from 'objection'
 import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
+import type { EncryptedColumnOptions } from '../crypto/columns.js'
 import { User } from './user.js'
 
 /**
@@ -61,8 +62,12 @@ export class Droplet extends BaseModel {
       ipAddress: {
         anyOf: [{ type: 'null' }, { type: 'string', format: 'ipv4' }, { type: 'string', format: 'ipv6' }],
       },
+      adminPassword: { anyOf: [{ type: 'null' }, { type: 'string', minLength: 1, maxLength: 1024 }] },
     },
   }
+
+  /** The Windows administrator password, encrypted at rest (`admin_password_ciphertext`); read it to decrypt it. */
+  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> = { adminPassword: {} }
 
   /** Users reach their own droplets; admins every droplet. */
   static override policy: Policy = definePolicy({ owner: ownedBy('userId') })
@@ -95,5 +100,7 @@ export class Droplet extends BaseModel {
   declare size: string
   declare status: DropletStatus
   declare ipAddress: string | null
+  /** Decrypted on first read; never part of `toJSON()`. Needs `encryption` in the configuration. */
+  declare adminPassword: string | null | undefined
   declare owner?: User
 }

@@ -2,6 +2,7 @@ import type { JSONSchema, Pojo, RelationMappings } from 'objection'
 import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'
+import type { EncryptedColumnOptions } from '../crypto/columns.js'
 import { Droplet } from './droplet.js'
 
 /**
@@ -35,17 +36,21 @@ export class User extends BaseModel {
       role: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,31}$', default: 'user' },
       isActive: { type: 'boolean', default: true },
       preferences: { type: 'object', default: {} },
+      apiToken: { anyOf: [{ type: 'null' }, { type: 'string', minLength: 1, maxLength: 4096 }] },
     },
   }
 
+  /** The cloud API token, encrypted at rest (`api_token_ciphertext`), with a blind index for lookups by value. */
+  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> = { apiToken: { blindIndex: true } }
+
   /**
-   * A user reads and updates their own row, but never its role, active flag or password hash; admins do
+   * A user reads and updates their own row, but never its role, active flag, password hash or API token; admins do
    * everything.
    */
   static override policy: Policy = definePolicy({
     owner: ownedBy('id'),
     roles: { user: { read: 'own', update: 'own' } },
-    restrictedFields: ['role', 'isActive', 'passwordHash'],
+    restrictedFields: ['role', 'isActive', 'passwordHash', 'apiToken'],
   })
 
   /** The password hash never reaches an audit row: a change to it is recorded as redacted. */
@@ -76,6 +81,8 @@ export class User extends BaseModel {
   declare role: string
   declare isActive: boolean
   declare preferences: Record<string, unknown>
+  /** Decrypted on first read; never part of `toJSON()`. Needs `encryption` in the configuration. */
+  declare apiToken: string | null | undefined
   declare droplets?: Droplet[]
 
   override $formatJson(json: Pojo): Pojo {

@@ -229,16 +229,16 @@ export async function names(): Promise<string[]> {
         const env = { DATABASE_URL: fresh.url }
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,
-          stdout: 'pending  0001_initial\npending  0002_audit\n',
+          stdout: 'pending  0001_initial\npending  0002_audit\npending  0003_encrypted_columns\n',
         })
         expect(await cli(['migrate', 'latest'], env)).toMatchObject({
           code: 0,
-          stdout: 'applied: 0001_initial, 0002_audit\n',
+          stdout: 'applied: 0001_initial, 0002_audit, 0003_encrypted_columns\n',
         })
         expect(await cli(['migrate', 'latest'], env)).toMatchObject({ code: 0, stdout: 'already up to date\n' })
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,
-          stdout: 'applied  0001_initial\napplied  0002_audit\n',
+          stdout: 'applied  0001_initial\napplied  0002_audit\napplied  0003_encrypted_columns\n',
         })
         const seeded = await cli(['seed', '--users', '2', '--droplets-per-user', '1'], env)
         expect(seeded.code).toBe(0)
@@ -286,11 +286,11 @@ export async function names(): Promise<string[]> {
         })
         expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
           code: 0,
-          stdout: 'rolled back: 0002_audit, 0001_initial\n',
+          stdout: 'rolled back: 0003_encrypted_columns, 0002_audit, 0001_initial\n',
         })
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,
-          stdout: 'pending  0001_initial\npending  0002_audit\n',
+          stdout: 'pending  0001_initial\npending  0002_audit\npending  0003_encrypted_columns\n',
         })
         expect(await cli(['migrate', 'rollback'], env)).toMatchObject({ code: 0, stdout: 'nothing to roll back\n' })
       } finally {

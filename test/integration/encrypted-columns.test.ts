@@ -1,0 +1,223 @@
+import { randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  ConfigError,
+  DecryptionError,
+  Droplet,
+  User,
+  ValidationError,
+  blindIndex,
+  type Database,
+} from '../../src/index.js'
+import { openTestDatabase } from '../helpers/database.js'
+
+const KEYS = { k1: randomBytes(32).toString('base64'), k2: randomBytes(32).toString('base64') }
+const BLIND = randomBytes(32).toString('base64')
+
+for (const rls of [false, true]) {
+  describe(`encrypted model columns (rls: ${rls})`, () => {
+    let db: Database
+    let cleanup: () => Promise<void>
+    let alice: User
+
+    beforeAll(async () => {
+      ;({ db, cleanup } = await openTestDatabase({
+        rls,
+        encryption: { keys: KEYS, current: 'k1', blindIndexKey: BLIND },
+      }))
+      alice = await db
+        .system('test')
+        .repo(User)
+        .create({ email: 'alice@example.com', username: 'alice', passwordHash: 'x', apiToken: 'tok-alice-123' })
+    })
+    afterAll(async () => {
+      await cleanup()
+    })
+
+    const stored = async (id: string): Promise<string | null> =>
+      ((await db.knex('droplets').where('id', id).first()) as { admin_password_ciphertext: string | null })
+        .admin_password_ciphertext
+
+    it('stores an envelope, never the plaintext, and reads it back through the repository', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const created = await repo.create({ name: 'web-1', region: 'nyc3', size: 's', adminPassword: 'Pa55-one!' })
+      const text = await stored(created.id)
+      expect(text).toMatch(/^v1\.k1\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]+$/)
+      const { rows } = await db.knex.raw<{ rows: { row: string }[] }>(
+        `select droplets::text as row from droplets where id = ?`,
+        [created.id],
+      )
+      expect(rows[0]!.row).not.toContain('Pa55-one!')
+      const loaded = await repo.getById(created.id)
+      expect(loaded.adminPassword).toBe('Pa55-one!')
+      // Never part of the JSON of a row, nor of its inspection.
+      expect(JSON.stringify(loaded)).not.toContain('Pa55-one!')
+      expect(Object.keys(loaded.toJSON())).not.toContain('adminPassword')
+      expect(inspect(loaded)).not.toContain('Pa55-one!')
+      // A droplet without one reads null.
+      const plain = await repo.create({ name: 'web-2', region: 'nyc3', size: 's' })
+      expect(await stored(plain.id)).toBeNull()
+      expect((await repo.getById(plain.id)).adminPassword).toBeNull()
+    })
+
+    it('encrypts on update, bulkCreate and bulkUpdateEach, each value bound to its own row', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const [a, b] = await repo.bulkCreate([
+        { name: 'bulk-a', region: 'nyc3', size: 's', adminPassword: 'same-secret' },
+        { name: 'bulk-b', region: 'nyc3', size: 's', adminPassword: 'same-secret' },
+      ])
+      // The same secret on two rows gives two different envelopes.
+      expect(await stored(a!.id)).not.toBe(await stored(b!.id))
+      await repo.update(a!.id, { adminPassword: 'changed-a' })
+      expect((await repo.getById(a!.id)).adminPassword).toBe('changed-a')
+      await repo.bulkUpdateEach([
+        { id: a!.id, adminPassword: 'each-a' },
+        { id: b!.id, adminPassword: 'each-b', status: 'stopped' },
+      ])
+      expect((await repo.getById(a!.id)).adminPassword).toBe('each-a')
+      const bAfter = await repo.getById(b!.id)
+      expect([bAfter.adminPassword, bAfter.status]).toEqual(['each-b', 'stopped'])
+      await repo.update(a!.id, { adminPassword: null })
+      expect(await stored(a!.id)).toBeNull()
+      expect((await repo.getById(a!.id)).adminPassword).toBeNull()
+    })
+
+    it('decrypts eagerly loaded rows too', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const created = await repo.create({ name: 'eager', region: 'nyc3', size: 's', adminPassword: 'eager-secret' })
+      const owner = await db.model(User).query().findById(alice.id).withGraphFetched('droplets')
+      expect(owner!.droplets!.find((d) => d.id === created.id)!.adminPassword).toBe('eager-secret')
+      expect(owner!.apiToken).toBe('tok-alice-123')
+    })
+
+    it('refuses one patch of an encrypted field for many rows, and changes nothing', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const created = await repo.create({ name: 'many', region: 'nyc3', size: 's', adminPassword: 'keep-me' })
+      const before = await stored(created.id)
+      await expect(repo.bulkUpdate([created.id], { adminPassword: 'nope' })).rejects.toBeInstanceOf(ValidationError)
+      await expect(repo.bulkUpdate({ filter: { name: 'many' } }, { adminPassword: 'nope' })).rejects.toBeInstanceOf(
+        ValidationError,
+      )
+      expect(await stored(created.id)).toBe(before)
+    })
+
+    it('fails with DecryptionError when a ciphertext is moved to another row', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const from = await repo.create({ name: 'from', region: 'nyc3', size: 's', adminPassword: 'mine' })
+      const to = await repo.create({ name: 'to', region: 'nyc3', size: 's', adminPassword: 'theirs' })
+      await db
+        .knex('droplets')
+        .where('id', to.id)
+        .update({ admin_password_ciphertext: await stored(from.id) })
+      const moved = await repo.getById(to.id)
+      // The row loads; only reading the secret fails, and says nothing more.
+      expect(moved.name).toBe('to')
+      let error: unknown
+      try {
+        void moved.adminPassword
+      } catch (e) {
+        error = e
+      }
+      expect(error).toBeInstanceOf(DecryptionError)
+      expect((error as Error).message).toBe('Decryption failed')
+      expect(JSON.stringify(error)).not.toContain('mine')
+    })
+
+    it('keeps the blind index of a user’s API token, and never the token, in the row', async () => {
+      const row = (await db.knex('users').where('id', alice.id).first()) as Record<string, unknown>
+      expect(row.api_token_ciphertext).toMatch(/^v1\.k1\./)
+      expect(row.api_token_bidx).toBe(
+        blindIndex(
+          (await import('../../src/crypto/keyring.js')).Keyring.from({
+            keys: KEYS,
+            current: 'k1',
+            blindIndexKey: BLIND,
+          }),
+          'users',
+          'api_token_bidx',
+          'tok-alice-123',
+        ),
+      )
+      expect(JSON.stringify(row)).not.toContain('tok-alice-123')
+      // A user cannot set their own token (restricted), an admin can.
+      await expect(db.scope(alice).repo(User).update(alice.id, { apiToken: 'mine-now' })).rejects.toThrow()
+      const admin = { id: alice.id, role: 'admin' }
+      const updated = await db.scope(admin).repo(User).update(alice.id, { apiToken: 'tok-alice-456' })
+      expect(updated.apiToken).toBe('tok-alice-456')
+    })
+
+    it('records encrypted fields in audit rows as redacted, never their values', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const created = await repo.create({ name: 'audited', region: 'nyc3', size: 's', adminPassword: 'audit-secret-1' })
+      await repo.update(created.id, { adminPassword: 'audit-secret-2' })
+      await repo.delete(created.id)
+      const { rows } = await db.knex.raw<{ rows: { action: string; changes: Record<string, unknown> }[] }>(
+        `select action, changes from audit_logs where entity_id = ? order by created_at`,
+        [created.id],
+      )
+      expect(rows.map((r) => [r.action, r.changes.adminPassword])).toEqual([
+        ['droplet.create', { redacted: true }],
+        ['droplet.update', { redacted: true }],
+        ['droplet.delete', { redacted: true }],
+      ])
+      const all = await db.knex.raw<{ rows: { text: string }[] }>(
+        `select string_agg(audit_logs::text, '') as text from audit_logs`,
+      )
+      for (const secret of ['audit-secret-1', 'audit-secret-2', 'tok-alice-123', 'tok-alice-456']) {
+        expect(all.rows[0]!.text).not.toContain(secret)
+      }
+    })
+
+    it('reads values written under an older key after the current key changes', async () => {
+      const created = await db
+        .scope(alice)
+        .repo(Droplet)
+        .create({ name: 'old-key', region: 'nyc3', size: 's', adminPassword: 'k1-secret' })
+      const { db: rotated, cleanup: close } = await reopen(db, { keys: KEYS, current: 'k2', blindIndexKey: BLIND })
+      try {
+        const again = await rotated.scope(alice).repo(Droplet).getById(created.id)
+        expect(again.adminPassword).toBe('k1-secret')
+        await rotated.scope(alice).repo(Droplet).update(created.id, { adminPassword: 'k2-secret' })
+        expect(await stored(created.id)).toMatch(/^v1\.k2\./)
+      } finally {
+        await close()
+      }
+    })
+  })
+}
+
+/** A second Database on the same database, with other encryption settings. */
+async function reopen(
+  db: Database,
+  encryption: { keys: Record<string, string>; current: string; blindIndexKey: string },
+): Promise<{ db: Database; cleanup: () => Promise<void> }> {
+  const { createDatabase } = await import('../../src/index.js')
+  const connection = (db.knex.client as { config: { connection: { connectionString: string } } }).config.connection
+    .connectionString
+  const other = await createDatabase({ connection, encryption })
+  return { db: other, cleanup: () => other.close() }
+}
+
+describe('encrypted model columns without encryption keys', () => {
+  let db: Database
+  let cleanup: () => Promise<void>
+  beforeAll(async () => {
+    ;({ db, cleanup } = await openTestDatabase())
+  })
+  afterAll(async () => {
+    await cleanup()
+  })
+
+  it('refuses to write an encrypted field with a ConfigError, and still works without one', async () => {
+    const user = await db
+      .system('t')
+      .repo(User)
+      .create({ email: 'bob@example.com', username: 'bobby', passwordHash: 'x' })
+    await expect(
+      db.scope(user).repo(Droplet).create({ name: 'w', region: 'nyc3', size: 's', adminPassword: 'x' }),
+    ).rejects.toBeInstanceOf(ConfigError)
+    const plain = await db.scope(user).repo(Droplet).create({ name: 'w', region: 'nyc3', size: 's' })
+    expect((await db.scope(user).repo(Droplet).getById(plain.id)).adminPassword).toBeNull()
+  })
+})
