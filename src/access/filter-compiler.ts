@@ -87,6 +87,11 @@ export const FILTER_LIMITS = Object.freeze({ depth: 6, conditions: 64, listLengt
 export interface FilterColumn {
   readonly sql: string
   readonly type: ColumnType
+  /**
+   * For an encrypted property: its blind index of a value. The column is then the blind-index column, and only
+   * equality (and `null`) can be asked.
+   */
+  readonly lookup?: (value: string) => string
 }
 
 /** The result of walking a filter: a key for its shape, and its values in order. @internal */
@@ -287,6 +292,17 @@ export class FilterCompiler {
     if (value === null) {
       count()
       return `${key}:isNull=1`
+    }
+    if (column.lookup !== undefined) {
+      // An encrypted property: equality through its blind index, nothing else (a range or a pattern over
+      // ciphertexts would silently match nothing).
+      const operand = isPlainObject(value) && Object.keys(value).length === 1 && 'eq' in value ? value.eq : value
+      if (isPlainObject(operand) || Array.isArray(operand)) {
+        invalid(path, 'is encrypted: only equality ({ eq } or a plain value) can be filtered, through its blind index')
+      }
+      count()
+      bindings.push(column.lookup(checkValue('string', operand, path) as string))
+      return `${key}:eq`
     }
     if (!isPlainObject(value)) {
       if (Array.isArray(value)) invalid(path, 'is a list; use { in: [...] }')

@@ -1,5 +1,7 @@
 import type { Model } from 'objection'
-import { ValidationError } from '../errors.js'
+import { blindIndex } from '../crypto/blind-index.js'
+import { encryptedProperties, keyringOf } from '../crypto/columns.js'
+import { ConfigError, ValidationError } from '../errors.js'
 import { FilterCompiler, type ColumnType, type FilterColumn } from './filter-compiler.js'
 import type { Policy } from './policy.js'
 
@@ -12,6 +14,7 @@ interface AccessModelClass {
   readonly sortable?: readonly string[] | undefined
   readonly defaultSort?: readonly string[] | undefined
   readonly jsonSchema?: { properties?: Record<string, unknown> } | null | undefined
+  readonly encrypted?: Readonly<Record<string, unknown>> | undefined
   propertyNameToColumnName(property: string): string
 }
 
@@ -85,6 +88,21 @@ function build(model: AccessModelClass): ModelAccess {
   for (const [property, type] of Object.entries(model.filterable ?? {})) {
     check(property, 'filterable')
     filterColumns.set(property, { sql: column(property), type })
+  }
+  // Encrypted properties with a blind index: equality filters become lookups of the index.
+  for (const encrypted of model.encrypted === undefined ? [] : encryptedProperties(model as never)) {
+    const indexColumn = encrypted.blindIndexColumn
+    if (indexColumn === undefined) continue
+    filterColumns.set(encrypted.property, {
+      sql: `${tableSql}.${quoteIdentifier(indexColumn)}`,
+      type: 'string',
+      lookup: (value) => {
+        const keyring = keyringOf((model as { knex?: () => unknown }).knex?.() as never)
+        if (keyring === undefined)
+          throw new ConfigError('encryption', `is needed to filter on ${model.name}.${encrypted.property}.`)
+        return blindIndex(keyring, table, indexColumn, value, encrypted.blindIndex)
+      },
+    })
   }
   const sortable = new Map<string, string>()
   for (const property of model.sortable ?? []) {

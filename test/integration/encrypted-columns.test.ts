@@ -147,6 +147,42 @@ for (const rls of [false, true]) {
       expect(updated.apiToken).toBe('tok-alice-456')
     })
 
+    it('filters an encrypted property by equality through its blind index, and refuses every other operator', async () => {
+      const admin = db.scope({ id: alice.id, role: 'admin' })
+      const other = await db
+        .system('test')
+        .repo(User)
+        .create({ email: 'carol@example.com', username: 'carol', passwordHash: 'x', apiToken: 'tok-carol-789' })
+      const token = (await db.scope(admin.actor!).repo(User).getById(alice.id)).apiToken as string
+      const found = await admin.repo(User).list({ filter: { apiToken: token } })
+      expect(found.map((u) => u.id)).toEqual([alice.id])
+      expect((await admin.repo(User).list({ filter: { apiToken: { eq: 'tok-carol-789' } } })).map((u) => u.id)).toEqual(
+        [other.id],
+      )
+      expect(await admin.repo(User).count({ apiToken: 'no-such-token' })).toBe(0)
+      expect(await admin.repo(User).count({ or: [{ apiToken: token }, { apiToken: 'tok-carol-789' }] })).toBe(2)
+      // The scope still applies: alice as a user finds only herself, even with carol's token.
+      expect(await db.scope(alice).repo(User).count({ apiToken: 'tok-carol-789' })).toBe(0)
+      for (const filter of [
+        { apiToken: { like: { startsWith: 'tok' } } },
+        { apiToken: { gt: 'a' } },
+        { apiToken: { in: [token] } },
+        { apiToken: { ne: token } },
+        { apiToken: { eq: token, ne: 'x' } },
+        { apiToken: 42 },
+        { apiToken: [token] },
+        { adminPassword: 'x' },
+      ]) {
+        await expect(admin.repo(User).list({ filter: filter as never })).rejects.toBeInstanceOf(ValidationError)
+      }
+      await expect(
+        db
+          .scope(alice)
+          .repo(Droplet)
+          .list({ filter: { adminPassword: 'Pa55-one!' } }),
+      ).rejects.toBeInstanceOf(ValidationError)
+    })
+
     it('records encrypted fields in audit rows as redacted, never their values', async () => {
       const repo = db.scope(alice).repo(Droplet)
       const created = await repo.create({ name: 'audited', region: 'nyc3', size: 's', adminPassword: 'audit-secret-1' })
@@ -219,5 +255,11 @@ describe('encrypted model columns without encryption keys', () => {
     ).rejects.toBeInstanceOf(ConfigError)
     const plain = await db.scope(user).repo(Droplet).create({ name: 'w', region: 'nyc3', size: 's' })
     expect((await db.scope(user).repo(Droplet).getById(plain.id)).adminPassword).toBeNull()
+    await expect(
+      db
+        .scope(user)
+        .repo(User)
+        .list({ filter: { apiToken: 'x' } }),
+    ).rejects.toBeInstanceOf(ConfigError)
   })
 })
