@@ -18,9 +18,14 @@ Commands:
   audit verify        check the audit log's hash chain; exit 3 names the first tampered row
   audit enable-chain  turn the audit log's hash chain on (for good)
   audit purge         delete audit rows older than --before, recording that it did (--reason)
+  rotate-keys         re-encrypt every encrypted value under the current key, with progress
 
 Options:
   --url <url>         PostgreSQL URL (default: the DATABASE_URL environment variable)
+
+Encryption keys come from WINCLOUD_ENCRYPTION: the JSON of the encryption configuration
+({"keys": {"k2026": "<base64>"}, "current": "k2026", "blindIndexKey": "…", "legacyFernetKeys": ["…"]}).
+
   -h, --help          show help for a command
   -v, --version       print the version
 
@@ -38,6 +43,12 @@ Reads DATABASE_URL unless --url is given.`,
 Creates an admin (admin@wincloud.test), sample users and their droplets, unless they exist already.
 The admin password is taken from WINCLOUD_ADMIN_PASSWORD, or generated and printed once when the admin is created.
 Reads DATABASE_URL unless --url is given.`,
+  'rotate-keys': `Usage: wincloud-data rotate-keys [--batch-size <n>] [--url <url>]
+
+Re-encrypts, under the current key, every encrypted value that is under another key or is a Fernet token from the
+Python backend, in batches (default 500 rows, each batch its own transaction), printing progress to stderr. Safe
+to stop and run again: it resumes with what is left. Then prints how many values each key protects.
+Reads DATABASE_URL unless --url is given, and the keys from WINCLOUD_ENCRYPTION.`,
   audit: `Usage: wincloud-data audit <verify|enable-chain|purge> [options] [--url <url>]
 
   verify         walk the hash chain, recomputing every hash; prints how many rows were checked.
@@ -77,9 +88,23 @@ function packageVersion(): string {
   return 'unknown'
 }
 
-async function withDatabase(url: string | undefined, work: (db: Database) => Promise<void>): Promise<void> {
+async function withDatabase(
+  url: string | undefined,
+  work: (db: Database) => Promise<void>,
+  env: NodeJS.ProcessEnv = {},
+): Promise<void> {
   if (!url) throw new UsageError('no database: set DATABASE_URL or pass --url')
-  const db = await createDatabase({ connection: url })
+  let encryption: unknown
+  if (env.WINCLOUD_ENCRYPTION) {
+    try {
+      encryption = JSON.parse(env.WINCLOUD_ENCRYPTION) as unknown
+    } catch {
+      throw new UsageError('WINCLOUD_ENCRYPTION must be the JSON of the encryption configuration')
+    }
+  }
+  const db = await createDatabase(
+    encryption === undefined ? { connection: url } : { connection: url, encryption: encryption as never },
+  )
   try {
     await work(db)
   } finally {
@@ -104,6 +129,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
         users: { type: 'string' },
         'droplets-per-user': { type: 'string' },
         before: { type: 'string' },
+        'batch-size': { type: 'string' },
         reason: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
@@ -159,6 +185,28 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
           if (result.admin.generatedPassword) io.out(`admin password (shown once): ${result.admin.generatedPassword}`)
           io.out(`users created: ${result.usersCreated}, droplets created: ${result.dropletsCreated}`)
         })
+        return EXIT.ok
+      }
+      case 'rotate-keys': {
+        const batchSize = intOption(values['batch-size'], 'batch-size')
+        if (!io.env.WINCLOUD_ENCRYPTION) throw new UsageError('rotate-keys needs the keys in WINCLOUD_ENCRYPTION')
+        await withDatabase(
+          url,
+          async (db) => {
+            const started = Date.now()
+            const { rotated } = await db.crypto.rotate({
+              ...(batchSize === undefined ? {} : { batchSize }),
+              onProgress: (p) => io.err(`rotating ${p.table}.${p.column}: ${p.rotated} values re-encrypted`),
+            })
+            io.out(`rotated ${rotated} values in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+            const usage = await db.crypto.keyUsage()
+            for (const column of usage.columns) {
+              const keys = Object.entries(column.keys).map(([key, n]) => `${key} ${n}`)
+              io.out(`${column.table}.${column.column}: ${keys.length ? keys.join(', ') : 'no values'}`)
+            }
+          },
+          io.env,
+        )
         return EXIT.ok
       }
       case 'audit': {

@@ -2,6 +2,7 @@ import type { Knex } from 'knex'
 import { ConfigError, ValidationError } from '../errors.js'
 import { blindIndex, type BlindIndexOptions } from './blind-index.js'
 import { decryptValue, encryptValue } from './envelope.js'
+import { fernetDecrypt, isFernetToken } from './fernet.js'
 import type { Keyring } from './keyring.js'
 
 /**
@@ -138,11 +139,14 @@ export function installEncryptedAccessors(model: EncryptedModelClass): void {
         if (keyring === undefined) {
           throw new ConfigError('encryption', `is needed to read ${modelClass.name}.${encrypted.property}.`)
         }
-        const value = decryptValue(keyring, ciphertext, {
-          table: modelClass.tableName,
-          column: encrypted.ciphertextColumn,
-          rowId: String(this.id),
-        })
+        // A token the Python backend wrote (until the rotation job moves it to an envelope) reads as a string.
+        const value = isFernetToken(ciphertext)
+          ? fernetDecrypt(keyring.fernetKeys(), ciphertext).toString('utf8')
+          : decryptValue(keyring, ciphertext, {
+              table: modelClass.tableName,
+              column: encrypted.ciphertextColumn,
+              rowId: String(this.id),
+            })
         slot.plaintext[encrypted.property] = value
         return value
       },

@@ -3,7 +3,8 @@ import type { Model } from 'objection'
 import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
 import { SYSTEM_ROLE, type Actor } from '../access/policy.js'
 import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
-import { auditStamp } from '../audit/recorder.js'
+import { auditStamp, type AuditStamp } from '../audit/recorder.js'
+import { createDatabaseCrypto, type DatabaseCrypto } from '../crypto/rotation.js'
 import { registerKeyring } from '../crypto/columns.js'
 import { createAuth, type Auth } from '../auth/login.js'
 import { ConfigError, isDataError, UnavailableError } from '../errors.js'
@@ -112,6 +113,8 @@ export interface Database {
   readonly auth: Auth
   /** The audit log's hash chain (tamper evidence) and retention. */
   readonly audit: DatabaseAudit
+  /** Key rotation of encrypted properties and how many values each key protects. */
+  readonly crypto: DatabaseCrypto
   /**
    * The scope of one actor (a user or `{ id, role }`) for one request: its repositories see and change only what
    * the actor's role may. Inactive users are refused.
@@ -175,6 +178,7 @@ class DatabaseHandle implements Database {
   readonly seed: Seeder
   readonly auth: Auth
   readonly audit: DatabaseAudit
+  readonly crypto: DatabaseCrypto
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
   readonly #logger: ResolvedConfig['logger']
@@ -225,7 +229,9 @@ class DatabaseHandle implements Database {
     })
     this.auth = createAuth(knex, this.model(User), config.passwordHash)
     this.auth.onLoginAttempt(recordLoginAttempt)
-    this.audit = createDatabaseAudit(knex, (reason) => auditStamp(undefined, SYSTEM_ROLE, {}, reason))
+    const systemStamp = (reason: string): AuditStamp => auditStamp(undefined, SYSTEM_ROLE, {}, reason)
+    this.audit = createDatabaseAudit(knex, systemStamp)
+    this.crypto = createDatabaseCrypto(knex, config.keyring, [this.model(User), this.model(Droplet)], systemStamp)
     this.seed = Object.freeze({
       development: (options?: SeedOptions) =>
         run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),

@@ -263,3 +263,75 @@ describe('encrypted model columns without encryption keys', () => {
     ).rejects.toBeInstanceOf(ConfigError)
   })
 })
+
+describe('key rotation', () => {
+  it('moves every value to the current key, Fernet tokens included, resumably, and counts what each key protects', async () => {
+    const { fernetEncrypt, fernetKey } = await import('../../src/index.js')
+    const fernet = randomBytes(32)
+    const fernetText = `${fernet.toString('base64url')}=`
+    const old = { keys: { k1: KEYS.k1 }, current: 'k1', blindIndexKey: BLIND, legacyFernetKeys: [fernetText] }
+    const { db, cleanup } = await openTestDatabase({ encryption: old })
+    try {
+      const user = await db
+        .system('t')
+        .repo(User)
+        .create({ email: 'dave@example.com', username: 'dave', passwordHash: 'x', apiToken: 'tok-dave' })
+      const repo = db.scope(user).repo(Droplet)
+      const made = await repo.bulkCreate(
+        Array.from({ length: 7 }, (_, i) => ({ name: `d${i}`, region: 'nyc3', size: 's', adminPassword: `pw-${i}` })),
+      )
+      // One value as the Python backend wrote it: a Fernet token, readable before any rotation.
+      const legacy = made[6]!
+      await db
+        .knex('droplets')
+        .where('id', legacy.id)
+        .update({ admin_password_ciphertext: fernetEncrypt(fernetKey(fernetText)!, Buffer.from('from-python')) })
+      expect((await repo.getById(legacy.id)).adminPassword).toBe('from-python')
+      expect((await db.crypto.keyUsage()).total).toEqual({ k1: 7, fernet: 1 })
+
+      const { db: next, cleanup: close } = await reopen(db, {
+        keys: { k1: KEYS.k1, k2: KEYS.k2 },
+        current: 'k2',
+        blindIndexKey: BLIND,
+        legacyFernetKeys: [fernetText],
+      } as never)
+      try {
+        // A crash in the second batch (users' one token first, then droplets two at a time): the first batch stays
+        // done, the second rolls back; running it again finishes the job.
+        await expect(
+          next.crypto.rotate({
+            batchSize: 2,
+            onProgress: (p) => {
+              if (p.rotated > 2) throw new Error('crash')
+            },
+          }),
+        ).rejects.toThrow('crash')
+        const midway = (await next.crypto.keyUsage()).total
+        expect(midway.k2).toBe(1)
+        expect(midway.k1! + (midway.fernet ?? 0)).toBe(7)
+        const progress: number[] = []
+        const { rotated } = await next.crypto.rotate({ batchSize: 2, onProgress: (p) => progress.push(p.rotated) })
+        expect(rotated).toBe(7)
+        expect(progress.at(-1)).toBe(7)
+        expect((await next.crypto.keyUsage()).total).toEqual({ k2: 8 })
+        // Everything still reads, the legacy value included, and the Python key is no longer needed.
+        for (const [i, d] of made.entries()) {
+          expect((await next.scope(user).repo(Droplet).getById(d.id)).adminPassword).toBe(
+            i === 6 ? 'from-python' : `pw-${i}`,
+          )
+        }
+        expect((await next.model(User).query().findById(user.id))!.apiToken).toBe('tok-dave')
+        // Running it again does nothing; one audit row sums each completed run up.
+        expect(await next.crypto.rotate()).toEqual({ rotated: 0 })
+        const { rows } = await next.knex.raw<{ rows: { metadata: { rotated: number } }[] }>(
+          `select metadata from audit_logs where action = 'crypto.rotate' order by created_at`,
+        )
+        expect(rows.map((r) => r.metadata.rotated)).toEqual([7, 0])
+      } finally {
+        await close()
+      }
+    } finally {
+      await cleanup()
+    }
+  })
+})

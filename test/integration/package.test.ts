@@ -192,6 +192,7 @@ export async function names(): Promise<string[]> {
         ['migrate', '--help'],
         ['seed', '--help'],
         ['audit', '--help'],
+        ['rotate-keys', '--help'],
         ['help', 'migrate'],
       ]) {
         const result = await cli(args)
@@ -284,6 +285,14 @@ export async function names(): Promise<string[]> {
           code: 0,
           stdout: expect.stringMatching(/intact: 1 rows/),
         })
+        // Key rotation: the keys come from the environment; without them it is a usage error.
+        expect((await cli(['rotate-keys'], env)).code).toBe(2)
+        const keys = JSON.stringify({ keys: { k1: Buffer.alloc(32, 7).toString('base64') }, current: 'k1' })
+        const rotation = await cli(['rotate-keys', '--batch-size', '100'], { ...env, WINCLOUD_ENCRYPTION: keys })
+        expect(rotation).toMatchObject({ code: 0, stdout: expect.stringMatching(/^rotated 0 values in/) })
+        expect(rotation.stdout).toContain('droplets.admin_password_ciphertext: no values')
+        expect(rotation.stdout).not.toContain(Buffer.alloc(32, 7).toString('base64'))
+        expect((await cli(['rotate-keys'], { ...env, WINCLOUD_ENCRYPTION: '{nope' })).code).toBe(2)
         expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
           code: 0,
           stdout: 'rolled back: 0003_encrypted_columns, 0002_audit, 0001_initial\n',
