@@ -3,7 +3,82 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { decryptValue, encryptValue } from '../src/crypto/envelope.js'
 import { fernetDecrypt, fernetEncrypt } from '../src/crypto/fernet.js'
 import { Keyring } from '../src/crypto/keyring.js'
+import { Droplet } from '../src/index.js'
 import { defineBenchmark, type Benchmark } from './harness.js'
+import type { BenchContext } from './model-load.bench.js'
+
+/** The keys `bench/run.ts` gives its database: fixed, the data is thrown away. */
+export const BENCH_ENCRYPTION = Object.freeze({
+  keys: { bench: Buffer.alloc(32, 11).toString('base64') },
+  current: 'bench',
+  blindIndexKey: Buffer.alloc(32, 12).toString('base64'),
+})
+
+/** `Droplet` without its encrypted property: the ciphertext column is just another string. */
+class PlainDroplet extends Droplet {
+  static override encrypted = undefined
+}
+
+/**
+ * Loading the heavy user's newest 1,000 droplets, each with an encrypted administrator password, as `Droplet`s
+ * (the envelope kept aside, decrypted only when read) against the same rows as a `Droplet` subclass that does not
+ * know the column is encrypted: when nobody reads the password, and when every one is read.
+ */
+export async function encryptedLoadBenchmarks({ db, pool, data }: BenchContext): Promise<Benchmark[]> {
+  const keyring = Keyring.from(BENCH_ENCRYPTION)
+  const { rows } = await pool.query<{ id: string }>(
+    `select id::text as id from droplets where user_id = $1 order by created_at desc, id desc limit 1000`,
+    [data.heavyUserId],
+  )
+  const ids = rows.map((r) => r.id)
+  const envelopes = ids.map((id, i) =>
+    encryptValue(keyring, `admin-${i}-${id.slice(0, 8)}`, {
+      table: 'droplets',
+      column: 'admin_password_ciphertext',
+      rowId: id,
+    }),
+  )
+  await pool.query(
+    `update droplets set admin_password_ciphertext = v.value from unnest($1::uuid[], $2::text[]) as v(id, value)
+     where droplets.id = v.id`,
+    [ids, envelopes],
+  )
+  const load = <M extends typeof Droplet>(model: M) =>
+    db
+      .model(model)
+      .query()
+      .where('user_id', data.heavyUserId)
+      .orderBy([
+        { column: 'created_at', order: 'desc' },
+        { column: 'id', order: 'desc' },
+      ])
+      .limit(1_000)
+  return [
+    defineBenchmark({
+      name: 'load 1,000 droplets with an encrypted column, not read, vs unencrypted',
+      target: 1.1,
+      setup: async () => {
+        const models = await load(Droplet)
+        if (models.length !== 1_000 || models[0]!.adminPassword !== `admin-0-${ids[0]!.slice(0, 8)}`) {
+          throw new Error('the encrypted column did not load')
+        }
+      },
+      library: async () => await load(Droplet),
+      raw: async () => await load(PlainDroplet),
+    }),
+    defineBenchmark({
+      name: 'load 1,000 droplets and read every encrypted value vs unencrypted',
+      target: 2.0,
+      library: async () => {
+        const models = await load(Droplet)
+        let length = 0
+        for (const model of models) length += (model.adminPassword ?? '').length
+        return length
+      },
+      raw: async () => await load(PlainDroplet),
+    }),
+  ]
+}
 
 /** A synchronous side as the harness takes it. */
 const sync =

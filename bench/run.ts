@@ -14,12 +14,13 @@ import { scopedListBenchmarks } from './scoped-list.bench.js'
 import { paginationBenchmarks } from './pagination.bench.js'
 import { bulkBenchmarks } from './bulk.bench.js'
 import { auditBenchmarks } from './audit.bench.js'
-import { cryptoBenchmarks } from './crypto.bench.js'
+import { BENCH_ENCRYPTION, cryptoBenchmarks, encryptedLoadBenchmarks } from './crypto.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
   cryptoBenchmarks,
   modelLoadBenchmarks,
+  encryptedLoadBenchmarks,
   scopedListBenchmarks,
   paginationBenchmarks,
   bulkBenchmarks,
@@ -54,7 +55,7 @@ async function main(): Promise<void> {
       console.log(`embedded PostgreSQL started in ${((performance.now() - starting) / 1000).toFixed(1)} s`)
     }
     // One connection on each side, so neither gets more parallelism or warmer connections than the other.
-    db = await createDatabase({ connection: url, pool: { min: 1, max: 1 } })
+    db = await createDatabase({ connection: url, pool: { min: 1, max: 1 }, encryption: BENCH_ENCRYPTION })
     pool = new pg.Pool({ connectionString: url, max: 1 })
     await db.migrate.latest()
     const data = await loadBenchData(db.knex)

@@ -89,22 +89,30 @@ export function keyringOf(knex: Knex | undefined): Keyring | undefined {
   return config === undefined ? undefined : keyrings.get(config)
 }
 
-/** Where a model instance keeps the ciphertext it was loaded with and the plaintext it was given or has read. */
-const SLOT = Symbol('wincloud-data:encrypted')
-
+/** What a model instance was loaded with (ciphertexts) and was given or has read (plaintexts). */
 interface Slot {
-  ciphertext: Record<string, string | null>
   plaintext: Record<string, unknown>
   /** The id of the row a patch is for (a patch model has no id of its own). */
   rowId?: string
 }
 
+/**
+ * Plaintexts are kept outside the instances, so nothing in them (not `toJSON()`, not `util.inspect`) shows a secret.
+ * The ciphertexts a row was loaded with are on the instance under a symbol (out of `toJSON()`; cheap to set for
+ * 1,000 rows; an envelope shown by `util.inspect` reveals nothing).
+ */
+const slots = new WeakMap<object, Slot>()
+const CIPHERTEXTS = Symbol('wincloud-data:ciphertexts')
+
+function ciphertextsOf(model: object): Record<string, string | null> | undefined {
+  return (model as { [CIPHERTEXTS]?: Record<string, string | null> })[CIPHERTEXTS]
+}
+
 function slotOf(model: object): Slot {
-  const holder = model as { [SLOT]?: Slot }
-  let slot = holder[SLOT]
+  let slot = slots.get(model)
   if (slot === undefined) {
-    slot = { ciphertext: {}, plaintext: {} }
-    Object.defineProperty(model, SLOT, { value: slot, enumerable: false })
+    slot = { plaintext: {} }
+    slots.set(model, slot)
   }
   return slot
 }
@@ -130,9 +138,9 @@ export function installEncryptedAccessors(model: EncryptedModelClass): void {
       configurable: true,
       enumerable: false,
       get(this: { id?: unknown; constructor: EncryptedModelClass }) {
-        const slot = slotOf(this)
-        if (encrypted.property in slot.plaintext) return slot.plaintext[encrypted.property]
-        const ciphertext = slot.ciphertext[encrypted.ciphertextColumn]
+        const slot = slots.get(this)
+        if (slot !== undefined && encrypted.property in slot.plaintext) return slot.plaintext[encrypted.property]
+        const ciphertext = ciphertextsOf(this)?.[encrypted.ciphertextColumn]
         if (ciphertext === undefined || ciphertext === null) return ciphertext === null ? null : undefined
         const modelClass = this.constructor
         const keyring = keyringOf(modelClass.knex() ?? undefined)
@@ -147,7 +155,7 @@ export function installEncryptedAccessors(model: EncryptedModelClass): void {
               column: encrypted.ciphertextColumn,
               rowId: String(this.id),
             })
-        slot.plaintext[encrypted.property] = value
+        slotOf(this).plaintext[encrypted.property] = value
         return value
       },
       set(this: object, value: unknown) {
@@ -169,16 +177,33 @@ export function absorbEncryptedColumn(
   column: string,
   value: unknown,
 ): boolean {
-  for (const encrypted of encryptedProperties(modelClass)) {
-    if (column === encrypted.ciphertextColumn) {
-      const slot = slotOf(model)
-      slot.ciphertext[column] = typeof value === 'string' ? value : null
-      delete slot.plaintext[encrypted.property]
-      return true
-    }
-    if (column === encrypted.blindIndexColumn) return true
+  const kind = encryptedColumnKinds(modelClass).get(column)
+  if (kind === undefined) return false
+  if (kind !== BLIND_INDEX) {
+    const holder = model as { [CIPHERTEXTS]?: Record<string, string | null> }
+    ;(holder[CIPHERTEXTS] ??= {})[column] = typeof value === 'string' ? value : null
+    const slot = slots.get(model)
+    if (slot !== undefined && kind in slot.plaintext) delete slot.plaintext[kind]
   }
-  return false
+  return true
+}
+
+const BLIND_INDEX = '\u0000blind-index'
+const columnKinds = new WeakMap<object, ReadonlyMap<string, string>>()
+
+/** Per class: envelope column → its property, blind-index column → a marker. */
+function encryptedColumnKinds(modelClass: EncryptedModelClass): ReadonlyMap<string, string> {
+  let kinds = columnKinds.get(modelClass)
+  if (kinds === undefined) {
+    const map = new Map<string, string>()
+    for (const e of encryptedProperties(modelClass)) {
+      map.set(e.ciphertextColumn, e.property)
+      if (e.blindIndexColumn !== undefined) map.set(e.blindIndexColumn, BLIND_INDEX)
+    }
+    kinds = map
+    columnKinds.set(modelClass, kinds)
+  }
+  return kinds
 }
 
 /** Tells a patch model which row it will be written to, so its encrypted values can be bound to that row. @internal */
@@ -188,7 +213,7 @@ export function setRowIdHint(model: object, rowId: string): void {
 
 /** The row id a patch model was told it is for. @internal */
 export function rowIdHint(model: object): string | undefined {
-  return (model as { [SLOT]?: Slot })[SLOT]?.rowId
+  return slots.get(model)?.rowId
 }
 
 /** Whether a patch or row names an encrypted property of the model. @internal */
@@ -198,7 +223,7 @@ export function namesEncrypted(modelClass: EncryptedModelClass, data: object): b
 
 /** Whether a model instance was given a value (or null) for an encrypted property. @internal */
 export function givenPlaintext(model: object, property: string): { value: unknown } | undefined {
-  const slot = (model as { [SLOT]?: Slot })[SLOT]
+  const slot = slots.get(model)
   return slot !== undefined && property in slot.plaintext ? { value: slot.plaintext[property] } : undefined
 }
 

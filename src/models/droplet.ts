@@ -67,7 +67,7 @@ export class Droplet extends BaseModel {
   }
 
   /** The Windows administrator password, encrypted at rest (`admin_password_ciphertext`); read it to decrypt it. */
-  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> = { adminPassword: {} }
+  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> | undefined = { adminPassword: {} }
 
   /** Users reach their own droplets; admins every droplet. */
   static override policy: Policy = definePolicy({ owner: ownedBy('userId') })

@@ -41,7 +41,9 @@ export class User extends BaseModel {
   }
 
   /** The cloud API token, encrypted at rest (`api_token_ciphertext`), with a blind index for lookups by value. */
-  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> = { apiToken: { blindIndex: true } }
+  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> | undefined = {
+    apiToken: { blindIndex: true },
+  }
 
   /**
    * A user reads and updates their own row, but never its role, active flag, password hash or API token; admins do
