@@ -83,6 +83,30 @@ for (const rls of [false, true]) {
       expect((await repo.getById(a!.id)).adminPassword).toBeNull()
     })
 
+    it('encrypts through objection’s insert too, and refuses its query-wide patch of an encrypted field', async () => {
+      const inserted = await db
+        .model(Droplet)
+        .query()
+        .insert({
+          userId: alice.id,
+          name: 'objection',
+          region: 'nyc3',
+          size: 's',
+          adminPassword: 'via-objection',
+        } as never)
+      expect(await stored(inserted.id)).toMatch(/^v1\.k1\./)
+      expect((await db.model(Droplet).query().findById(inserted.id))!.adminPassword).toBe('via-objection')
+      const before = await stored(inserted.id)
+      await expect(
+        db
+          .model(Droplet)
+          .query()
+          .findById(inserted.id)
+          .patch({ adminPassword: 'nope' } as never),
+      ).rejects.toBeInstanceOf(ValidationError)
+      expect(await stored(inserted.id)).toBe(before)
+    })
+
     it('decrypts eagerly loaded rows too', async () => {
       const repo = db.scope(alice).repo(Droplet)
       const created = await repo.create({ name: 'eager', region: 'nyc3', size: 's', adminPassword: 'eager-secret' })
