@@ -4,7 +4,7 @@ import { ValidationError } from '../errors.js'
 import type { AuditLog } from '../models/audit-log.js'
 import type { LoginAttempt } from '../auth/login.js'
 import { verifyAuditChain, type AuditVerification } from './chain.js'
-import { AUDIT_TABLE, type AuditStamp } from './recorder.js'
+import { auditRowInsert, stampedRow, type AuditStamp } from './recorder.js'
 
 /**
  * A custom audit event: what it is about and what changed. `action` is given separately, e.g. `droplet.reboot`.
@@ -130,20 +130,9 @@ export async function recordAuditEvent(
   event: unknown,
 ): Promise<AuditLog> {
   const checked = checkEvent(action, event)
-  const metadata = { ...(JSON.parse(stamp.metadata) as Record<string, unknown>), ...checked.event.metadata }
-  const result = await run(
-    `insert into ${AUDIT_TABLE} (actor_id, actor_role, action, entity_type, entity_id, changes, metadata, created_at)
-     values (?::uuid, ?, ?, ?, ?, ?::jsonb, ?::jsonb, clock_timestamp()) returning *`,
-    [
-      stamp.actorId,
-      stamp.actorRole,
-      checked.action,
-      checked.event.entityType ?? null,
-      checked.event.entityId ?? null,
-      JSON.stringify(checked.event.changes ?? {}),
-      JSON.stringify(metadata),
-    ],
-  )
+  const { entityType, entityId, changes, metadata } = checked.event
+  const insert = auditRowInsert(stampedRow(stamp, checked.action, { entityType, entityId, changes, metadata }))
+  const result = await run(insert.sql, insert.bindings)
   return AuditLogModel.fromDatabaseJson(result.rows[0]!)
 }
 
@@ -154,18 +143,15 @@ export async function recordAuditEvent(
  * @internal
  */
 export async function recordLoginAttempt(attempt: LoginAttempt): Promise<void> {
-  const metadata = { ...attempt.meta, login: attempt.login, reason: attempt.reason }
-  await attempt.transaction.raw(
-    `insert into ${AUDIT_TABLE} (actor_id, actor_role, action, entity_type, entity_id, changes, metadata, created_at)
-     values (?::uuid, ?, ?, 'user', ?, '{}'::jsonb, ?::jsonb, clock_timestamp())`,
-    [
-      attempt.userId ?? null,
-      attempt.role ?? null,
-      attempt.success ? 'auth.login' : 'auth.login_failed',
-      attempt.userId ?? null,
-      JSON.stringify(metadata),
-    ],
-  )
+  const insert = auditRowInsert({
+    actorId: attempt.userId ?? null,
+    actorRole: attempt.role ?? null,
+    action: attempt.success ? 'auth.login' : 'auth.login_failed',
+    entityType: 'user',
+    entityId: attempt.userId ?? null,
+    metadata: { ...attempt.meta, login: attempt.login, reason: attempt.reason },
+  })
+  await attempt.transaction.raw(insert.sql, insert.bindings as Knex.RawBinding[])
 }
 
 /** @internal */
@@ -230,20 +216,13 @@ export function createDatabaseAudit(knex: Knex, systemStamp: (reason: string) =>
             [before],
           )
           const deleted = Number(rows[0]?.deleted ?? 0)
-          const stamp = systemStamp(reason)
-          await trx.raw(
-            `insert into ${AUDIT_TABLE} (actor_id, actor_role, action, entity_type, changes, metadata, created_at)
-             values (null, ?, 'audit.purge', 'audit_log', '{}'::jsonb, ?::jsonb, clock_timestamp())`,
-            [
-              stamp.actorRole,
-              JSON.stringify({
-                ...(JSON.parse(stamp.metadata) as Record<string, unknown>),
-                before: before.toISOString(),
-                deleted,
-                anchorSeq: rows[0]?.anchor_seq ?? '0',
-              }),
-            ],
+          const insert = auditRowInsert(
+            stampedRow(systemStamp(reason), 'audit.purge', {
+              entityType: 'audit_log',
+              metadata: { before: before.toISOString(), deleted, anchorSeq: rows[0]?.anchor_seq ?? '0' },
+            }),
           )
+          await trx.raw(insert.sql, insert.bindings as Knex.RawBinding[])
           return { deleted }
         }),
       )

@@ -198,6 +198,46 @@ export function auditInsertSql(
   }
 }
 
+/** One audit row written on its own (custom events, logins, purges, rotations). @internal */
+export interface AuditRow {
+  readonly actorId: string | null
+  readonly actorRole: string | null
+  readonly action: string
+  readonly entityType?: string | null
+  readonly entityId?: string | null
+  readonly changes?: object
+  readonly metadata?: object
+}
+
+/** The row a stamp writes for `action`: its actor and role, its metadata with `metadata` merged over it. @internal */
+export function stampedRow(
+  stamp: AuditStamp,
+  action: string,
+  details: Omit<AuditRow, 'actorId' | 'actorRole' | 'action'> = {},
+): AuditRow {
+  const metadata = { ...(JSON.parse(stamp.metadata) as object), ...details.metadata }
+  return { ...details, actorId: stamp.actorId, actorRole: stamp.actorRole, action, metadata }
+}
+
+/** The INSERT of one audit row, returning it. @internal */
+export function auditRowInsert(row: AuditRow): { sql: string; bindings: unknown[] } {
+  return {
+    sql:
+      `insert into ${quoteIdentifier(AUDIT_TABLE)} ` +
+      `(actor_id, actor_role, action, entity_type, entity_id, changes, metadata, created_at) ` +
+      `values (?::uuid, ?, ?, ?, ?, ?::jsonb, ?::jsonb, clock_timestamp()) returning *`,
+    bindings: [
+      row.actorId,
+      row.actorRole,
+      row.action,
+      row.entityType ?? null,
+      row.entityId ?? null,
+      JSON.stringify(row.changes ?? {}),
+      JSON.stringify(row.metadata ?? {}),
+    ],
+  }
+}
+
 /**
  * The stamp of a scope: its actor, role and request metadata (for system scopes, the reason).
  *

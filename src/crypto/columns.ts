@@ -117,6 +117,22 @@ function slotOf(model: object): Slot {
   return slot
 }
 
+/**
+ * The plaintext of a stored value: an envelope under any key on the ring, or a Fernet token the Python backend wrote
+ * (a string), until rotation moves it to an envelope.
+ *
+ * @internal
+ */
+export function readStoredValue(
+  keyring: Keyring,
+  text: string,
+  place: { readonly table: string; readonly column: string; readonly rowId: string },
+): unknown {
+  return isFernetToken(text)
+    ? fernetDecrypt(keyring.fernetKeys(), text).toString('utf8')
+    : decryptValue(keyring, text, place)
+}
+
 const installed = new WeakSet<object>()
 
 /**
@@ -147,14 +163,11 @@ export function installEncryptedAccessors(model: EncryptedModelClass): void {
         if (keyring === undefined) {
           throw new ConfigError('encryption', `is needed to read ${modelClass.name}.${encrypted.property}.`)
         }
-        // A token the Python backend wrote (until the rotation job moves it to an envelope) reads as a string.
-        const value = isFernetToken(ciphertext)
-          ? fernetDecrypt(keyring.fernetKeys(), ciphertext).toString('utf8')
-          : decryptValue(keyring, ciphertext, {
-              table: modelClass.tableName,
-              column: encrypted.ciphertextColumn,
-              rowId: String(this.id),
-            })
+        const value = readStoredValue(keyring, ciphertext, {
+          table: modelClass.tableName,
+          column: encrypted.ciphertextColumn,
+          rowId: String(this.id),
+        })
         slotOf(this).plaintext[encrypted.property] = value
         return value
       },

@@ -1,11 +1,10 @@
 import type { Knex } from 'knex'
 import { quoteIdentifier } from '../access/model-access.js'
-import { AUDIT_TABLE, type AuditStamp } from '../audit/recorder.js'
+import { auditRowInsert, stampedRow, type AuditStamp } from '../audit/recorder.js'
 import { toDataError } from '../db/driver-errors.js'
 import { ConfigError, DecryptionError, ValidationError } from '../errors.js'
-import { encryptedProperties } from './columns.js'
-import { decryptValue, encryptValue } from './envelope.js'
-import { fernetDecrypt, isFernetToken } from './fernet.js'
+import { encryptedProperties, readStoredValue } from './columns.js'
+import { encryptValue } from './envelope.js'
 import type { Keyring } from './keyring.js'
 
 /** A model class with encrypted properties, as rotation reads it. */
@@ -82,12 +81,6 @@ function columnsOf(models: readonly RotatedModel[]): { table: string; column: st
   )
 }
 
-/** The plaintext of a stored value, whatever it is under: an envelope of any key on the ring, or a Fernet token. */
-function readStored(keyring: Keyring, text: string, place: { table: string; column: string; rowId: string }): unknown {
-  if (isFernetToken(text)) return fernetDecrypt(keyring.fernetKeys(), text).toString('utf8')
-  return decryptValue(keyring, text, place)
-}
-
 /** @internal */
 export function createDatabaseCrypto(
   knex: Knex,
@@ -130,7 +123,7 @@ export function createDatabaseCrypto(
               for (const row of rows) {
                 const place = { table, column, rowId: row.id }
                 ids.push(row.id)
-                values.push(encryptValue(ring, readStored(ring, row.value, place), place))
+                values.push(encryptValue(ring, readStoredValue(ring, row.value, place), place))
               }
               await trx.raw(
                 `update ${t} set ${c} = v.value from unnest(?::uuid[], ?::text[]) as v(id, value) where ${t}.id = v.id`,
@@ -144,15 +137,12 @@ export function createDatabaseCrypto(
             if (done) break
           }
         }
-        const stamp = systemStamp('key rotation')
-        await knex.raw(
-          `insert into ${AUDIT_TABLE} (actor_id, actor_role, action, entity_type, changes, metadata, created_at)
-           values (null, ?, 'crypto.rotate', null, '{}'::jsonb, ?::jsonb, clock_timestamp())`,
-          [
-            stamp.actorRole,
-            JSON.stringify({ ...(JSON.parse(stamp.metadata) as object), rotated, currentKey: ring.currentKeyId }),
-          ],
+        const insert = auditRowInsert(
+          stampedRow(systemStamp('key rotation'), 'crypto.rotate', {
+            metadata: { rotated, currentKey: ring.currentKeyId },
+          }),
         )
+        await knex.raw(insert.sql, insert.bindings as Knex.RawBinding[])
       } catch (error) {
         if (error instanceof DecryptionError) throw error
         throw toDataError(error)
