@@ -31,6 +31,8 @@ export interface Benchmark {
   /** Rounds for this benchmark when it is too slow for the run's default (e.g. updates of 100,000 rows). */
   readonly iterations?: number | undefined
   readonly warmup?: number | undefined
+  /** A line printed under the table from this benchmark's results, e.g. a figure from outside the process. */
+  readonly summary?: ((result: BenchmarkResult) => string) | undefined
 }
 
 /**

@@ -72,6 +72,10 @@ async function main(): Promise<void> {
     const only = process.env.BENCH_ONLY
     const results = await runBenchmarks(only ? benchmarks.filter((b) => b.name.includes(only)) : benchmarks, options)
     console.log(`\n${formatResults(results)}`)
+    for (const result of results) {
+      const line = benchmarks.find((b) => b.name === result.name)?.summary?.(result)
+      if (line !== undefined) console.log(line)
+    }
   } finally {
     for (const close of cleanups.reverse()) await close()
     await pool?.end()

@@ -38,7 +38,13 @@ export type { EnvelopeContext } from './crypto/envelope.js'
 export { fernetEncrypt, fernetDecrypt, fernetKey, isFernetToken } from './crypto/fernet.js'
 export { blindIndex } from './crypto/blind-index.js'
 export type { EncryptedColumnOptions } from './crypto/columns.js'
-export type { DatabaseCrypto, KeyUsage, RotationProgress } from './crypto/rotation.js'
+export type {
+  DatabaseCrypto,
+  EncryptColumnProgress,
+  EncryptedModel,
+  KeyUsage,
+  RotationProgress,
+} from './crypto/rotation.js'
 export type { BlindIndexOptions, BlindIndexNormalization } from './crypto/blind-index.js'
 
 export { migrationSource, MIGRATIONS_TABLE } from './migrations/index.js'

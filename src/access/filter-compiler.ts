@@ -91,7 +91,7 @@ export interface FilterColumn {
    * For an encrypted property: its blind index of a value. The column is then the blind-index column, and only
    * equality (and `null`) can be asked.
    */
-  readonly lookup?: (value: string) => string
+  readonly lookup?: (value: string) => string | readonly string[]
 }
 
 /** The result of walking a filter: a key for its shape, and its values in order. @internal */
@@ -301,8 +301,14 @@ export class FilterCompiler {
         invalid(path, 'is encrypted: only equality ({ eq } or a plain value) can be filtered, through its blind index')
       }
       count()
-      bindings.push(column.lookup(checkValue('string', operand, path) as string))
-      return `${key}:eq`
+      // Several indexes while a blind-index key is being retired: a row matches under the new key or an old one.
+      const indexes = column.lookup(checkValue('string', operand, path) as string)
+      if (typeof indexes === 'string') {
+        bindings.push(indexes)
+        return `${key}:eq`
+      }
+      bindings.push([...indexes])
+      return `${key}:in`
     }
     if (!isPlainObject(value)) {
       if (Array.isArray(value)) invalid(path, 'is a list; use { in: [...] }')

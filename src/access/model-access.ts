@@ -1,5 +1,5 @@
 import type { Model } from 'objection'
-import { blindIndex } from '../crypto/blind-index.js'
+import { blindIndexes } from '../crypto/blind-index.js'
 import { encryptedProperties, keyringOf } from '../crypto/columns.js'
 import { ConfigError, ValidationError } from '../errors.js'
 import { FilterCompiler, type ColumnType, type FilterColumn } from './filter-compiler.js'
@@ -100,7 +100,8 @@ function build(model: AccessModelClass): ModelAccess {
         const keyring = keyringOf((model as { knex?: () => unknown }).knex?.() as never)
         if (keyring === undefined)
           throw new ConfigError('encryption', `is needed to filter on ${model.name}.${encrypted.property}.`)
-        return blindIndex(keyring, table, indexColumn, value, encrypted.blindIndex)
+        const indexes = blindIndexes(keyring, table, indexColumn, value, encrypted.blindIndex)
+        return indexes.length === 1 ? indexes[0]! : indexes
       },
     })
   }

@@ -194,11 +194,19 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
           url,
           async (db) => {
             const started = Date.now()
-            const { rotated } = await db.crypto.rotate({
+            const { rotated, reindexed } = await db.crypto.rotate({
               ...(batchSize === undefined ? {} : { batchSize }),
-              onProgress: (p) => io.err(`rotating ${p.table}.${p.column}: ${p.rotated} values re-encrypted`),
+              onProgress: (p) =>
+                io.err(
+                  `rotating ${p.table}.${p.column}: ${p.rotated} values re-encrypted` +
+                    (p.reindexed > 0 ? `, ${p.reindexed} blind indexes recomputed` : ''),
+                ),
             })
-            io.out(`rotated ${rotated} values in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+            io.out(
+              `rotated ${rotated} values` +
+                (reindexed > 0 ? `, recomputed ${reindexed} blind indexes` : '') +
+                ` in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+            )
             const usage = await db.crypto.keyUsage()
             for (const column of usage.columns) {
               const keys = Object.entries(column.keys).map(([key, n]) => `${key} ${n}`)

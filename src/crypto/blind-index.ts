@@ -64,6 +64,22 @@ export function blindIndex(
   value: string,
   options: BlindIndexOptions = {},
 ): string {
+  return blindIndexes(keyring, table, column, value, options)[0]!
+}
+
+/**
+ * The blind indexes a value may have while a blind-index key is being retired: under `blindIndexKey` first, then
+ * under each of `previousBlindIndexKeys`. A lookup matches any of them; a write stores the first.
+ *
+ * @internal
+ */
+export function blindIndexes(
+  keyring: Keyring,
+  table: string,
+  column: string,
+  value: string,
+  options: BlindIndexOptions = {},
+): string[] {
   for (const [field, name] of [
     ['table', table],
     ['column', column],
@@ -77,12 +93,18 @@ export function blindIndex(
   if (typeof value !== 'string') {
     throw new ValidationError('A blind index is made of a string.', [{ field: column, message: 'must be a string' }])
   }
-  const key = keyring.blindIndexKey(table, column)
-  if (key === undefined) throw new ConfigError('encryption.blindIndexKey', 'is needed for blind indexes.')
+  if (keyring.blindIndexKey(table, column) === undefined) {
+    throw new ConfigError('encryption.blindIndexKey', 'is needed for blind indexes.')
+  }
   const bytes = options.bytes ?? 16
   if (!Number.isInteger(bytes) || bytes < 8 || bytes > 32) {
     throw new ConfigError('blindIndex.bytes', 'must be an integer from 8 to 32.')
   }
   const normalized = normalizer(options.normalize)(value.normalize('NFC'))
-  return createHmac('sha256', key).update(normalized, 'utf8').digest().subarray(0, bytes).toString('base64url')
+  const indexes: string[] = []
+  for (let generation = 0; generation <= keyring.previousBlindIndexCount; generation++) {
+    const key = keyring.blindIndexKey(table, column, generation)!
+    indexes.push(createHmac('sha256', key).update(normalized, 'utf8').digest().subarray(0, bytes).toString('base64url'))
+  }
+  return indexes
 }

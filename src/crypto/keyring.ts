@@ -23,6 +23,11 @@ export interface EncryptionConfig {
   readonly current: string
   /** Base64 of 32 bytes: the key of every blind index (each column derives its own from it). */
   readonly blindIndexKey?: string
+  /**
+   * Blind-index keys being retired, while `db.crypto.rotate()` recomputes the indexes under `blindIndexKey`: lookups
+   * match an index made with any of them meanwhile. Remove them once a rotation has completed.
+   */
+  readonly previousBlindIndexKeys?: readonly string[]
   /** Fernet keys (URL-safe base64 of 32 bytes, as Python's `Fernet.generate_key()` makes them), newest first. */
   readonly legacyFernetKeys?: readonly string[]
 }
@@ -75,7 +80,7 @@ function derive(master: KeyObject, info: string, table: string, column: string):
  * @example
  * ```ts
  * const keyring = Keyring.from({ keys: { k1: randomBytes(32).toString('base64') }, current: 'k1' })
- * console.log(keyring) // Keyring { current: 'k1', keys: [ 'k1' ], blindIndex: false, fernetKeys: 0 }
+ * console.log(keyring) // Keyring { current: 'k1', keys: [ 'k1' ], blindIndex: false, previousBlindIndexKeys: 0, fernetKeys: 0 }
  * ```
  */
 export class Keyring {
@@ -85,6 +90,7 @@ export class Keyring {
   readonly keyIds: readonly string[]
   readonly #keys: ReadonlyMap<string, KeyObject>
   readonly #blindIndex: KeyObject | undefined
+  readonly #previousBlindIndexes: readonly KeyObject[]
   readonly #fernet: readonly Buffer[]
   readonly #subKeys = new Map<string, Buffer>()
 
@@ -92,12 +98,14 @@ export class Keyring {
     keys: Map<string, KeyObject>,
     current: string,
     blindIndex: KeyObject | undefined,
+    previousBlindIndexes: KeyObject[],
     fernet: Buffer[],
   ) {
     this.#keys = keys
     this.currentKeyId = current
     this.keyIds = Object.freeze([...keys.keys()])
     this.#blindIndex = blindIndex
+    this.#previousBlindIndexes = Object.freeze(previousBlindIndexes)
     this.#fernet = Object.freeze(fernet)
   }
 
@@ -111,7 +119,7 @@ export class Keyring {
     }
     const c = config as Record<string, unknown>
     for (const field of Object.keys(c)) {
-      if (!['keys', 'current', 'blindIndexKey', 'legacyFernetKeys'].includes(field)) {
+      if (!['keys', 'current', 'blindIndexKey', 'previousBlindIndexKeys', 'legacyFernetKeys'].includes(field)) {
         throw new ConfigError(`encryption.${field}`, 'is not an encryption option.')
       }
     }
@@ -135,6 +143,18 @@ export class Keyring {
     }
     const blindIndex =
       c.blindIndexKey === undefined ? undefined : createSecretKey(keyBytes(c.blindIndexKey, 'encryption.blindIndexKey'))
+    const previousBlindIndexes: KeyObject[] = []
+    if (c.previousBlindIndexKeys !== undefined) {
+      if (!Array.isArray(c.previousBlindIndexKeys)) {
+        throw new ConfigError('encryption.previousBlindIndexKeys', 'must be a list of base64 keys.')
+      }
+      if (blindIndex === undefined) {
+        throw new ConfigError('encryption.previousBlindIndexKeys', 'needs encryption.blindIndexKey, the new key.')
+      }
+      for (const [i, value] of (c.previousBlindIndexKeys as unknown[]).entries()) {
+        previousBlindIndexes.push(createSecretKey(keyBytes(value, `encryption.previousBlindIndexKeys[${i}]`)))
+      }
+    }
     const fernet: Buffer[] = []
     if (c.legacyFernetKeys !== undefined) {
       if (!Array.isArray(c.legacyFernetKeys)) {
@@ -144,7 +164,7 @@ export class Keyring {
         fernet.push(keyBytes(value, `encryption.legacyFernetKeys[${i}]`))
       }
     }
-    return new Keyring(keys, c.current, blindIndex, fernet)
+    return new Keyring(keys, c.current, blindIndex, previousBlindIndexes, fernet)
   }
 
   /** Whether a key id is on the ring. */
@@ -170,16 +190,27 @@ export class Keyring {
     return key
   }
 
-  /** The HMAC key of one column's blind index, or undefined when no blind-index key is configured. @internal */
-  blindIndexKey(table: string, column: string): Buffer | undefined {
-    if (this.#blindIndex === undefined || !isPlaceName(table) || !isPlaceName(column)) return undefined
-    const cacheKey = placeKey('', table, column)
+  /**
+   * The HMAC key of one column's blind index, or undefined when no blind-index key is configured. `generation` 0 is
+   * `blindIndexKey`; 1, 2… are the `previousBlindIndexKeys` (undefined past the last).
+   *
+   * @internal
+   */
+  blindIndexKey(table: string, column: string, generation = 0): Buffer | undefined {
+    const master = generation === 0 ? this.#blindIndex : this.#previousBlindIndexes[generation - 1]
+    if (master === undefined || !isPlaceName(table) || !isPlaceName(column)) return undefined
+    const cacheKey = placeKey(`#bidx${generation}`, table, column)
     let key = this.#subKeys.get(cacheKey)
     if (key === undefined) {
-      key = derive(this.#blindIndex, BLIND_INDEX_INFO, table, column)
+      key = derive(master, BLIND_INDEX_INFO, table, column)
       this.#subKeys.set(cacheKey, key)
     }
     return key
+  }
+
+  /** How many blind-index keys are being retired (`previousBlindIndexKeys`). @internal */
+  get previousBlindIndexCount(): number {
+    return this.#previousBlindIndexes.length
   }
 
   /**
@@ -199,11 +230,18 @@ export class Keyring {
   }
 
   /** Key ids only. */
-  toJSON(): { current: string; keys: readonly string[]; blindIndex: boolean; fernetKeys: number } {
+  toJSON(): {
+    current: string
+    keys: readonly string[]
+    blindIndex: boolean
+    previousBlindIndexKeys: number
+    fernetKeys: number
+  } {
     return {
       current: this.currentKeyId,
       keys: this.keyIds,
       blindIndex: this.#blindIndex !== undefined,
+      previousBlindIndexKeys: this.#previousBlindIndexes.length,
       fernetKeys: this.#fernet.length,
     }
   }

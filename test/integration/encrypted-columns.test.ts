@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
+  BaseModel,
   ConfigError,
   DecryptionError,
   Droplet,
@@ -250,7 +251,12 @@ for (const rls of [false, true]) {
 /** A second Database on the same database, with other encryption settings. */
 async function reopen(
   db: Database,
-  encryption: { keys: Record<string, string>; current: string; blindIndexKey: string },
+  encryption: {
+    keys: Record<string, string>
+    current: string
+    blindIndexKey: string
+    previousBlindIndexKeys?: string[]
+  },
 ): Promise<{ db: Database; cleanup: () => Promise<void> }> {
   const { createDatabase } = await import('../../src/index.js')
   const connection = (db.knex.client as { config: { connection: { connectionString: string } } }).config.connection
@@ -346,7 +352,7 @@ describe('key rotation', () => {
         }
         expect((await next.model(User).query().findById(user.id))!.apiToken).toBe('tok-dave')
         // Running it again does nothing; one audit row sums each completed run up.
-        expect(await next.crypto.rotate()).toEqual({ rotated: 0 })
+        expect(await next.crypto.rotate()).toEqual({ rotated: 0, reindexed: 0 })
         const { rows } = await next.knex.raw<{ rows: { metadata: { rotated: number } }[] }>(
           `select metadata from audit_logs where action = 'crypto.rotate' order by created_at`,
         )
@@ -356,6 +362,194 @@ describe('key rotation', () => {
       }
     } finally {
       await cleanup()
+    }
+  })
+})
+
+/** A host's own model with encrypted properties, as docs/encryption.md declares one. */
+class Server extends BaseModel {
+  static override tableName = 'servers'
+  static override encrypted = {
+    rootPassword: {},
+    licenseKey: { blindIndex: { normalize: 'trim' as const, bytes: 16 } },
+  }
+  static override jsonSchema = {
+    type: 'object',
+    properties: {
+      id: { type: 'string' },
+      rootPassword: { type: ['string', 'null'] },
+      licenseKey: { type: ['string', 'null'] },
+    },
+  }
+  declare id: string
+  declare rootPassword: string | null | undefined
+  declare licenseKey: string | null | undefined
+}
+
+describe('host models, blind-index key rotation and encrypting a plaintext column', () => {
+  let db: Database
+  let cleanup: () => Promise<void>
+  const NEW_BLIND = randomBytes(32).toString('base64')
+
+  beforeAll(async () => {
+    ;({ db, cleanup } = await openTestDatabase({ encryption: { keys: KEYS, current: 'k1', blindIndexKey: BLIND } }))
+    await db.knex.raw(`create table servers (
+      id uuid primary key default gen_random_uuid(),
+      legacy_root_password text,
+      legacy_license text,
+      root_password_ciphertext text,
+      license_key_ciphertext text,
+      license_key_bidx text,
+      created_at timestamptz not null default now(),
+      updated_at timestamptz not null default now()
+    )`)
+  })
+  afterAll(async () => {
+    await cleanup()
+  })
+
+  const servers = (): Promise<Record<string, string | null>[]> =>
+    db.knex('servers').select('*').orderBy('id') as Promise<Record<string, string | null>[]>
+
+  it('encrypts an existing plaintext column in place, in batches, resumably, and empties it', async () => {
+    const ids: string[] = []
+    for (let i = 0; i < 7; i++) {
+      const [row] = await db
+        .knex('servers')
+        .insert({
+          // Ids in insertion order, so the batches (by id) are known: rows 0-2, 3-5, 6.
+          id: `00000000-0000-4000-8000-00000000000${i}`,
+          legacy_root_password: `root-${i}`,
+          legacy_license: i === 3 ? null : ` LIC-${i} `,
+        })
+        .returning<{ id: string }[]>('id')
+      ids.push(row!.id)
+    }
+    // One row was written through the model since the encrypted property went live: its value wins.
+    await db
+      .model(Server)
+      .query()
+      .insert({ id: ids[5], rootPassword: 'newer' })
+      .onConflict('id')
+      .merge(['root_password_ciphertext'])
+    // A crash in the second batch: the first is done and emptied, the rest untouched.
+    await expect(
+      db.crypto.encryptColumn(Server, 'rootPassword', {
+        from: 'legacy_root_password',
+        batchSize: 3,
+        onProgress: (p) => {
+          if (p.encrypted > 3) throw new Error('crash')
+        },
+      }),
+    ).rejects.toThrow('crash')
+    expect((await servers()).filter((r) => r.legacy_root_password !== null)).toHaveLength(4)
+    const progress: number[] = []
+    const { encrypted } = await db.crypto.encryptColumn(Server, 'rootPassword', {
+      from: 'legacy_root_password',
+      batchSize: 3,
+      onProgress: (p) => progress.push(p.encrypted),
+    })
+    expect(encrypted).toBe(3) // 7 rows: 3 before the crash, the newer one kept, 3 now
+    expect(progress.at(-1)).toBe(3)
+    const rows = await servers()
+    expect(rows.every((r) => r.legacy_root_password === null)).toBe(true)
+    expect(rows.every((r) => r.root_password_ciphertext?.startsWith('v1.k1.'))).toBe(true)
+    for (const [i, id] of ids.entries()) {
+      const server = await db.model(Server).query().findById(id)
+      expect(server!.rootPassword).toBe(i === 5 ? 'newer' : `root-${i}`)
+    }
+    // With a blind index: lookups find the values it moved.
+    await db.crypto.encryptColumn(Server, 'licenseKey', { from: 'legacy_license' })
+    const found = await db
+      .system('t')
+      .repo(Server)
+      .list({ filter: { licenseKey: 'LIC-4' } })
+    expect(found.map((s) => s.id)).toEqual([ids[4]])
+    expect((await db.model(Server).query().findById(ids[3]!))!.licenseKey).toBeNull()
+    // Nothing left: a run that does nothing; one audit row per completed run, without values.
+    expect(await db.crypto.encryptColumn(Server, 'licenseKey', { from: 'legacy_license' })).toEqual({ encrypted: 0 })
+    const { rows: audit } = await db.knex.raw<{ rows: { metadata: Record<string, unknown> }[] }>(
+      `select metadata from audit_logs where action = 'crypto.encrypt_column' order by created_at`,
+    )
+    expect(audit.map((r) => r.metadata.encrypted)).toEqual([3, 6, 0])
+    expect(JSON.stringify(audit)).not.toMatch(/root-\d|LIC-/)
+  })
+
+  it('refuses what is not an encrypted property or a column, changing nothing', async () => {
+    await expect(db.crypto.encryptColumn(Server, 'nope', { from: 'legacy_license' })).rejects.toBeInstanceOf(
+      ValidationError,
+    )
+    await expect(
+      db.crypto.encryptColumn(Server, 'rootPassword', { from: 'root_password_ciphertext' }),
+    ).rejects.toBeInstanceOf(ValidationError)
+    await expect(
+      db.crypto.encryptColumn(Server, 'rootPassword', { from: 'legacy_license', batchSize: 0 }),
+    ).rejects.toBeInstanceOf(ValidationError)
+    await expect(db.crypto.rotate({ models: ['servers' as never] })).rejects.toBeInstanceOf(ValidationError)
+    await expect(db.crypto.encryptColumn(Server, 'rootPassword', { from: 'no_such_column' })).rejects.toThrow(
+      /column "no_such_column" does not exist/,
+    )
+  })
+
+  it("rotates a host model's columns when it is listed, and counts its keys", async () => {
+    expect((await db.crypto.keyUsage({ models: [Server] })).total).toEqual({ k1: 13 })
+    const { db: next, cleanup: close } = await reopen(db, { keys: KEYS, current: 'k2', blindIndexKey: BLIND })
+    try {
+      // The default list is User and Droplet: the host model is left alone…
+      await next.crypto.rotate()
+      expect((await next.crypto.keyUsage({ models: [Server] })).total).toEqual({ k1: 13 })
+      // …until it is listed.
+      const { rotated } = await next.crypto.rotate({ models: [User, Droplet, Server] })
+      expect(rotated).toBe(13)
+      expect((await next.crypto.keyUsage({ models: [Server] })).total).toEqual({ k2: 13 })
+      expect((await next.model(Server).query().orderBy('id'))[0]!.rootPassword).toMatch(/^root-|newer/)
+    } finally {
+      await close()
+    }
+  })
+
+  it('rotates the blind-index key: lookups match old and new indexes meanwhile, rotate() recomputes them', async () => {
+    const before = (await servers()).map((r) => r.license_key_bidx)
+    const { db: next, cleanup: close } = await reopen(db, {
+      keys: KEYS,
+      current: 'k2',
+      blindIndexKey: NEW_BLIND,
+      previousBlindIndexKeys: [BLIND],
+    })
+    try {
+      const lookup = async (d: Database, key: string): Promise<number> =>
+        (
+          await d
+            .system('t')
+            .repo(Server)
+            .list({ filter: { licenseKey: key } })
+        ).length
+      // Old indexes still match, and a value written now gets a new-key index that matches too.
+      expect(await lookup(next, 'LIC-1')).toBe(1)
+      const fresh = await next.system('t').repo(Server).create({ licenseKey: 'LIC-new' })
+      expect(await lookup(next, ' LIC-new')).toBe(1)
+      const { reindexed } = await next.crypto.rotate({ models: [Server], batchSize: 2 })
+      expect(reindexed).toBe(6) // the six moved values; the fresh one was already under the new key
+      const after = (await servers()).filter((r) => r.id !== fresh.id).map((r) => r.license_key_bidx)
+      for (const [i, index] of after.entries()) {
+        if (before[i] === null) expect(index).toBeNull()
+        else expect(index).not.toBe(before[i])
+      }
+      expect(await next.crypto.rotate({ models: [Server] })).toEqual({ rotated: 0, reindexed: 0 })
+    } finally {
+      await close()
+    }
+    // Once done, the old key can go: lookups with only the new key find every value.
+    const { db: done, cleanup: closeDone } = await reopen(db, { keys: KEYS, current: 'k2', blindIndexKey: NEW_BLIND })
+    try {
+      const list = await done
+        .system('t')
+        .repo(Server)
+        .list({ filter: { licenseKey: 'LIC-2' } })
+      expect(list).toHaveLength(1)
+      expect(list[0]!.licenseKey).toBe(' LIC-2 ')
+    } finally {
+      await closeDone()
     }
   })
 })
