@@ -5,7 +5,14 @@
  */
 export { createDatabase } from './db/create-database.js'
 export type { Database, Migrator, MigrationResult, MigrationStatus, Seeder } from './db/create-database.js'
-export type { DatabaseConfig, ConnectionOptions, PoolConfig, EmbeddedConfig, Logger } from './db/config.js'
+export type {
+  DatabaseConfig,
+  ConnectionOptions,
+  PoolConfig,
+  EmbeddedConfig,
+  Logger,
+  ObservabilityConfig,
+} from './db/config.js'
 
 export { BaseModel, BaseQueryBuilder, User, Droplet, AuditLog, DROPLET_STATUSES } from './models/index.js'
 export type { DropletStatus } from './models/index.js'
@@ -46,6 +53,18 @@ export type {
   RotationProgress,
 } from './crypto/rotation.js'
 export type { BlindIndexOptions, BlindIndexNormalization } from './crypto/blind-index.js'
+
+export { healthHandler } from './observability/http.js'
+export type { HealthHandlerOptions } from './observability/http.js'
+export type { HealthReport, HealthOptions, PoolStatus } from './observability/health.js'
+export { normalizeSql } from './observability/query-stats.js'
+export type {
+  DatabaseStats,
+  QueryStatsReport,
+  QueryGroupStats,
+  SlowQuery,
+  ConnectionWaitStats,
+} from './observability/query-stats.js'
 
 export { migrationSource, MIGRATIONS_TABLE } from './migrations/index.js'
 export type { LibraryMigration } from './migrations/index.js'

@@ -162,6 +162,18 @@ function currentIndex(ring: Keyring, walked: WalkedColumn, value: unknown): stri
   return blindIndex(ring, walked.table, property.blindIndexColumn, value, property.blindIndex)
 }
 
+/**
+ * Counts the values of one encrypted column per key id (`fernet` for Fernet tokens): rows `{ key, count }`.
+ *
+ * @internal
+ */
+export function keyUsageSql(table: string, column: string): string {
+  const c = quoteIdentifier(column)
+  return `select case when ${c} like 'gAAAAA%' then 'fernet' when ${c} like 'v1.%' then split_part(${c}, '.', 2)
+                 else 'unknown' end as key, count(*)::text as count
+          from ${quoteIdentifier(table)} where ${c} is not null group by 1 order by 1`
+}
+
 /** @internal */
 export function createDatabaseCrypto(
   knex: Knex,
@@ -261,12 +273,7 @@ export function createDatabaseCrypto(
     const walked = columnsOf(options.models ?? defaultModels)
     await dataErrors(async () => {
       for (const { table, column } of walked) {
-        const c = quoteIdentifier(column)
-        const { rows } = await knex.raw<{ rows: { key: string; count: string }[] }>(
-          `select case when ${c} like 'gAAAAA%' then 'fernet' when ${c} like 'v1.%' then split_part(${c}, '.', 2)
-                  else 'unknown' end as key, count(*)::text as count
-           from ${quoteIdentifier(table)} where ${c} is not null group by 1 order by 1`,
-        )
+        const { rows } = await knex.raw<{ rows: { key: string; count: string }[] }>(keyUsageSql(table, column))
         const keys: Record<string, number> = {}
         for (const row of rows) {
           keys[row.key] = Number(row.count)

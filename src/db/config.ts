@@ -123,6 +123,31 @@ export interface DatabaseConfig {
   encryption?: EncryptionConfig
   /** Login settings: the scrypt cost of new and upgraded password hashes (default `{ cost: 15 }`). */
   auth?: { passwordHash?: PasswordHashOptions }
+  /**
+   * A query that runs this long or longer (milliseconds, default 500) is a slow query: it is counted in
+   * `db.stats()`, logged at `warn` with its bindings redacted, and passed to `db.stats.onSlowQuery` listeners.
+   */
+  slowQueryMs?: number
+  /** Query timing and connection-leak detection (see {@link ObservabilityConfig}). */
+  observability?: ObservabilityConfig
+}
+
+/**
+ * Query timing and connection-leak detection. Defaults: `queryTiming: true`, `connectionLeakMs: 60_000`.
+ *
+ * @example
+ * ```ts
+ * const observability: ObservabilityConfig = { queryTiming: true, connectionLeakMs: 30_000 }
+ * ```
+ */
+export interface ObservabilityConfig {
+  /** Time every query from knex's events, grouped by normalized SQL, for `db.stats()` and `db.metrics()`. */
+  queryTiming?: boolean
+  /**
+   * A connection checked out of the pool for longer than this (milliseconds) is reported once, at `warn`, with the
+   * stack that acquired it. 0 turns it off.
+   */
+  connectionLeakMs?: number
 }
 
 /** @internal */
@@ -137,11 +162,12 @@ export interface ResolvedConfig {
   readonly rls: boolean
   readonly cursorSecrets: Buffer[] | undefined
   readonly keyring: Keyring | undefined
+  readonly slowQueryMs: number
+  readonly observability: Required<ObservabilityConfig>
 }
 
 const PLANNED: Record<string, string> = {
   replicas: 'read replicas',
-  slowQueryMs: 'query timing',
   cache: 'the Redis cache',
 }
 
@@ -156,6 +182,8 @@ const TOP_LEVEL = new Set([
   'rls',
   'pagination',
   'encryption',
+  'slowQueryMs',
+  'observability',
 ])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -337,8 +365,28 @@ export function parseConfig(input: unknown): ResolvedConfig {
   // key's first): rotating the keys rotates it, and cursors signed under a key still on the ring keep verifying.
   if (cursorSecrets === undefined && keyring !== undefined) cursorSecrets = keyring.purposeSecrets('pagination-cursors')
 
+  const slowQueryMs = integer(input.slowQueryMs, 'slowQueryMs', 0, 3_600_000, 500)
+  const observabilityInput = input.observability ?? {}
+  if (!isPlainObject(observabilityInput)) throw new ConfigError('observability', 'must be an object.')
+  checkKeys(observabilityInput, ['queryTiming', 'connectionLeakMs'], 'observability.')
+  if (observabilityInput.queryTiming !== undefined && typeof observabilityInput.queryTiming !== 'boolean') {
+    throw new ConfigError('observability.queryTiming', 'must be true or false.')
+  }
+  const observability = Object.freeze({
+    queryTiming: observabilityInput.queryTiming !== false,
+    connectionLeakMs: integer(
+      observabilityInput.connectionLeakMs,
+      'observability.connectionLeakMs',
+      0,
+      86_400_000,
+      60_000,
+    ),
+  })
+
   return Object.freeze({
     connection,
+    slowQueryMs,
+    observability,
     passwordHash,
     cursorSecrets,
     keyring,

@@ -1,3 +1,4 @@
+import type pg from 'pg'
 import { knex as createKnex, type Knex } from 'knex'
 import type { Model } from 'objection'
 import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
@@ -20,6 +21,9 @@ import { parseConfig, type DatabaseConfig, type ResolvedConfig } from './config.
 import { toDataError } from './driver-errors.js'
 import { startEmbeddedPostgres, type EmbeddedServer } from './embedded-postgres.js'
 import { typeParsers } from './type-parsers.js'
+import { HealthReporter, type HealthOptions, type HealthReport } from '../observability/health.js'
+import { renderMetrics } from '../observability/prometheus.js'
+import { QueryStats, type DatabaseStats } from '../observability/query-stats.js'
 
 /**
  * The state of the library's migrations.
@@ -137,6 +141,18 @@ export interface Database {
    * `timeoutMs` (default 10 s) to come back; then their sockets are closed, so `close()` never hangs.
    */
   close(options?: { timeoutMs?: number }): Promise<void>
+  /**
+   * A health report within `timeoutMs` (default 1000) whatever the database does: down, unreachable, or every pooled
+   * connection busy (the check has its own connection, outside the pool). See {@link HealthReport} for the rules.
+   */
+  health(options?: HealthOptions): Promise<HealthReport>
+  /** Query timings by normalized SQL, connection waits and slow queries; `reset()` and `onSlowQuery()`. */
+  readonly stats: DatabaseStats
+  /**
+   * The pool, query timings and (unless `health: false`) a health report, as Prometheus text exposition, for a
+   * `/metrics` endpoint.
+   */
+  metrics(options?: { health?: boolean | HealthOptions }): Promise<string>
 }
 
 function knexConfig(config: ResolvedConfig, connection: (ResolvedConfig['connection'] & object) | string): Knex.Config {
@@ -179,12 +195,21 @@ class DatabaseHandle implements Database {
   readonly auth: Auth
   readonly audit: DatabaseAudit
   readonly crypto: DatabaseCrypto
+  readonly stats: DatabaseStats
+  readonly #queryStats: QueryStats
+  readonly #health: HealthReporter
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
   readonly #logger: ResolvedConfig['logger']
   #closing: Promise<void> | undefined
 
-  constructor(knex: Knex, connectionInfo: string, server: EmbeddedServer | undefined, config: ResolvedConfig) {
+  constructor(
+    knex: Knex,
+    connectionInfo: string,
+    server: EmbeddedServer | undefined,
+    config: ResolvedConfig,
+    healthConnection: pg.ClientConfig,
+  ) {
     this.knex = knex
     this.#logger = config.logger
     if (config.keyring !== undefined) registerKeyring(knex, config.keyring)
@@ -236,6 +261,40 @@ class DatabaseHandle implements Database {
       development: (options?: SeedOptions) =>
         run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),
     })
+    const queryStats = new QueryStats(knex, {
+      slowQueryMs: config.slowQueryMs,
+      queryTiming: config.observability.queryTiming,
+      connectionLeakMs: config.observability.connectionLeakMs,
+      logger: config.logger,
+    })
+    this.#queryStats = queryStats
+    this.stats = Object.assign(() => queryStats.report(), {
+      reset: () => queryStats.reset(),
+      onSlowQuery: (listener: Parameters<QueryStats['onSlowQuery']>[0]) => queryStats.onSlowQuery(listener),
+    })
+    this.#health = new HealthReporter({
+      knex,
+      connection: healthConnection,
+      pool: { min: config.pool.min, max: config.pool.max },
+      keyring: config.keyring,
+      models: [User, Droplet],
+      migrationNames: async () =>
+        (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m)),
+      stats: queryStats,
+      logger: config.logger,
+    })
+  }
+
+  health(options?: HealthOptions): Promise<HealthReport> {
+    return this.#health.check(options)
+  }
+
+  async metrics(options: { health?: boolean | HealthOptions } = {}): Promise<string> {
+    const health =
+      options.health === false
+        ? undefined
+        : await this.#health.check(typeof options.health === 'object' ? options.health : {})
+    return renderMetrics(this.#health.pool(), this.#queryStats.report(), this.#queryStats.histograms(), health)
   }
 
   model<M extends typeof Model>(modelClass: M): M {
@@ -257,6 +316,8 @@ class DatabaseHandle implements Database {
     }
     this.#closing ??= (async () => {
       let timer: NodeJS.Timeout | undefined
+      this.#queryStats.close()
+      await this.#health.close()
       try {
         const destroyed = this.knex.destroy().then(() => true)
         const late = new Promise<false>((resolve) => {
@@ -309,7 +370,8 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     connection = server.url
   }
   const connectionInfo = describeConnection(connection)
-  const knex = createKnex(knexConfig(resolved, connection))
+  const knexSettings = knexConfig(resolved, connection)
+  const knex = createKnex(knexSettings)
   try {
     await knex.raw('select 1')
   } catch (error) {
@@ -320,5 +382,10 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
   }
   resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')
-  return new DatabaseHandle(knex, connectionInfo, server, resolved)
+  // The health check's own connection: the pool's settings, its own application_name.
+  const healthConnection = {
+    ...(knexSettings.connection as pg.ClientConfig),
+    application_name: `${resolved.applicationName}-health`.slice(0, 63),
+  }
+  return new DatabaseHandle(knex, connectionInfo, server, resolved, healthConnection)
 }

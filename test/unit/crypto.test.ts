@@ -236,16 +236,21 @@ describe('Keyring.from', () => {
   )
 
   it('never shows key bytes in util.inspect, JSON.stringify, String() or console.log formatting', () => {
-    const keys = Array.from({ length: 5 }, () => randomBytes(32))
-    const [k1, k2, bidx, f1, f2] = keys as [Buffer, Buffer, Buffer, Buffer, Buffer]
+    const keys = Array.from({ length: 6 }, () => randomBytes(32))
+    const [k1, k2, bidx, f1, f2, oldBidx] = keys as [Buffer, Buffer, Buffer, Buffer, Buffer, Buffer]
     const ring = Keyring.from({
       keys: { alpha: b64(k1), beta: k2.toString('base64url') },
       current: 'beta',
       blindIndexKey: b64(bidx),
+      previousBlindIndexKeys: [b64(oldBidx)],
       legacyFernetKeys: [pythonShaped(f1), pythonShaped(f2)],
     })
     // Fill the sub-key cache, so derived keys would show too if anything printed it.
-    const derived = [ring.columnKey('alpha', 'users', 'email')!, ring.blindIndexKey('users', 'email_bidx')!]
+    const derived = [
+      ring.columnKey('alpha', 'users', 'email')!,
+      ring.blindIndexKey('users', 'email_bidx')!,
+      ring.blindIndexKey('users', 'email_bidx', 1)!,
+    ]
     const secrets = [...keys, ...derived].flatMap(keyTexts)
     const shown = {
       inspect: inspect(ring),
@@ -270,6 +275,7 @@ describe('Keyring.from', () => {
       current: 'beta',
       keys: ['alpha', 'beta'],
       blindIndex: true,
+      previousBlindIndexKeys: 1,
       fernetKeys: 2,
     })
   })
