@@ -2,10 +2,11 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createDatabase, type Database } from '../db/create-database.js'
-import { isDataError } from '../errors.js'
+import { isDataError, UnavailableError } from '../errors.js'
+import type { HealthReport } from '../observability/health.js'
 
 /** Exit codes of `wincloud-data`. */
-const EXIT = { ok: 0, failure: 1, usage: 2, tampered: 3 } as const
+const EXIT = { ok: 0, failure: 1, usage: 2, checkFailed: 3 } as const
 
 const HELP: Record<string, string> = {
   main: `Usage: wincloud-data <command> [options]
@@ -19,6 +20,7 @@ Commands:
   audit enable-chain  turn the audit log's hash chain on (for good)
   audit purge         delete audit rows older than --before, recording that it did (--reason)
   rotate-keys         re-encrypt every encrypted value under the current key, with progress
+  health              print the health report; exit 3 when the database is unhealthy
 
 Options:
   --url <url>         PostgreSQL URL (default: the DATABASE_URL environment variable)
@@ -30,7 +32,15 @@ Encryption keys come from WINCLOUD_ENCRYPTION: the JSON of the encryption config
   -v, --version       print the version
 
 Exit codes: 0 success, 1 the command failed (database unreachable, migration error, …), 2 bad usage,
-3 the audit log's hash chain is broken (audit verify).`,
+3 a check failed: the audit log's hash chain is broken (audit verify) or the database is unhealthy (health).`,
+  health: `Usage: wincloud-data health [--timeout-ms <n>] [--exact] [--key-usage] [--json] [--url <url>]
+
+Prints the health report: status and why, round trip, server version, pool, rows per table (planner
+estimates; --exact counts them), pending migrations, and with --key-usage the values each encryption key
+protects (keys from WINCLOUD_ENCRYPTION). --json prints the report as JSON. Answers within --timeout-ms
+(default 1000).
+Exit codes: 0 healthy or degraded, 3 unhealthy (including a database that cannot be reached), 2 bad usage.
+Reads DATABASE_URL unless --url is given.`,
   migrate: `Usage: wincloud-data migrate <latest|rollback|status> [--all] [--url <url>]
 
   latest     apply every pending migration in one batch
@@ -88,11 +98,11 @@ function packageVersion(): string {
   return 'unknown'
 }
 
-async function withDatabase(
+async function withDatabase<T>(
   url: string | undefined,
-  work: (db: Database) => Promise<void>,
+  work: (db: Database) => Promise<T>,
   env: NodeJS.ProcessEnv = {},
-): Promise<void> {
+): Promise<T> {
   if (!url) throw new UsageError('no database: set DATABASE_URL or pass --url')
   let encryption: unknown
   if (env.WINCLOUD_ENCRYPTION) {
@@ -106,10 +116,65 @@ async function withDatabase(
     encryption === undefined ? { connection: url } : { connection: url, encryption: encryption as never },
   )
   try {
-    await work(db)
+    return await work(db)
   } finally {
     await db.close()
   }
+}
+
+/** The report of a database that refused or did not answer the first connection. */
+function unreachableReport(): HealthReport {
+  return {
+    status: 'unhealthy',
+    reasons: ['could not connect'],
+    checkedAt: new Date().toISOString(),
+    latencyMs: 0,
+    database: { serverVersion: null, inRecovery: null },
+    pool: { min: 0, max: 0, used: 0, free: 0, pendingAcquires: 0, pendingCreates: 0 },
+    tables: {},
+    migrations: { pending: null },
+    replicas: [],
+    error: 'could not connect',
+  }
+}
+
+/** The report as lines for a terminal. */
+function describeHealth(report: HealthReport): string[] {
+  const lines = [`status: ${report.status}${report.reasons.length ? ` (${report.reasons.join('; ')})` : ''}`]
+  lines.push(`checked at: ${report.checkedAt}, in ${report.latencyMs.toFixed(1)} ms`)
+  if (report.database.serverVersion !== null) {
+    lines.push(
+      `database: PostgreSQL ${report.database.serverVersion}, ${report.database.inRecovery ? 'in recovery (replica)' : 'primary'}`,
+    )
+  }
+  const p = report.pool
+  lines.push(
+    `pool: ${p.used} used, ${p.free} free, max ${p.max}; ${p.pendingAcquires} waiting, ${p.pendingCreates} opening`,
+  )
+  const tables = Object.entries(report.tables)
+  if (tables.length > 0) {
+    lines.push(`tables: ${tables.map(([name, t]) => `${name} ${t.exact ? '' : '~'}${t.rows}`).join(', ')}`)
+  }
+  if (report.migrations.pending !== null) {
+    const pending = report.migrations.pending
+    lines.push(
+      `migrations: ${pending.length === 0 ? 'up to date' : `${pending.length} pending (${pending.join(', ')})`}`,
+    )
+  }
+  if (report.encryption !== undefined) {
+    const usage = report.encryption.keyUsage
+    lines.push(
+      `encryption: current key ${report.encryption.currentKey}` +
+        (usage === undefined
+          ? ''
+          : `; values per key: ${
+              Object.entries(usage)
+                .map(([k, n]) => `${k} ${n}`)
+                .join(', ') || 'none'
+            }`),
+    )
+  }
+  return lines
 }
 
 /**
@@ -131,6 +196,10 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
         before: { type: 'string' },
         'batch-size': { type: 'string' },
         reason: { type: 'string' },
+        'timeout-ms': { type: 'string' },
+        exact: { type: 'boolean' },
+        'key-usage': { type: 'boolean' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -217,6 +286,26 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
         )
         return EXIT.ok
       }
+      case 'health': {
+        const timeoutMs = intOption(values['timeout-ms'], 'timeout-ms') ?? 1_000
+        if (timeoutMs < 1 || timeoutMs > 600_000) throw new UsageError('--timeout-ms must be from 1 to 600000')
+        let report: HealthReport
+        try {
+          report = await withDatabase(
+            url,
+            (db) =>
+              db.health({ timeoutMs, exactCounts: values.exact === true, keyUsage: values['key-usage'] === true }),
+            io.env,
+          )
+        } catch (error) {
+          // A database that cannot be reached at all is the plainest unhealthy.
+          if (!(error instanceof UnavailableError)) throw error
+          report = unreachableReport()
+        }
+        if (values.json === true) io.out(JSON.stringify(report, null, 2))
+        else for (const line of describeHealth(report)) io.out(line)
+        return report.status === 'unhealthy' ? EXIT.checkFailed : EXIT.ok
+      }
       case 'audit': {
         if (sub !== 'verify' && sub !== 'enable-chain' && sub !== 'purge') {
           throw new UsageError(`audit needs one of verify, enable-chain, purge\n\n${HELP.audit}`)
@@ -247,7 +336,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
                 `audit log TAMPERED: ${p.kind} at ${p.id === null ? 'the end of the chain' : `row ${p.id}`}` +
                   `${p.seq === null ? '' : ` (#${p.seq})`}: ${p.message}; ${report.checked} rows were intact before it`,
               )
-              code = EXIT.tampered
+              code = EXIT.checkFailed
             }
           }
         })

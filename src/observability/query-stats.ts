@@ -155,7 +155,7 @@ class Group {
 const STRING_LITERAL = /'(?:[^']|'')*'/g
 const NUMBER_LITERAL = /(?<![\w$.])-?\d+(?:\.\d+)?(?![\w.])/g
 const POSITIONAL = /\$\d+/g
-const LIST = /\(\s*\?(?:\s*,\s*\?)+\s*\)/g
+const LIST = /\b(in|any)\s*\(\s*\?(?:\s*,\s*\?)+\s*\)/gi
 const VALUES_ROWS = /(\(\?(?:, \?)*\))(?:\s*,\s*\1)+/g
 
 /**
@@ -175,7 +175,7 @@ export function normalizeSql(sql: string): string {
     .replace(/\s+/g, ' ')
     .trim()
     .replace(VALUES_ROWS, '$1...')
-    .replace(LIST, '(?...)')
+    .replace(LIST, '$1 (?...)')
 }
 
 function operationOf(sql: string): string {
@@ -205,10 +205,26 @@ interface PoolLike {
   acquire?: unknown
 }
 
+interface KnexTransaction {
+  acquireConnection(config: unknown, callback: unknown): Promise<unknown>
+}
+
 interface InstrumentedClient {
   acquireConnection(): Promise<unknown>
   releaseConnection(connection: unknown): Promise<void>
+  transaction(container: unknown, config: unknown, outerTx: unknown): KnexTransaction
   pool?: PoolLike
+}
+
+/** A stack captured where a connection was asked for: deep enough to reach the host's code. */
+function origin(): Error {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 30
+  try {
+    return new Error('connection acquired here')
+  } finally {
+    Error.stackTraceLimit = limit
+  }
 }
 
 /**
@@ -341,14 +357,36 @@ export class QueryStats {
   #instrumentPool(client: InstrumentedClient): void {
     const acquire = client.acquireConnection.bind(client)
     const release = client.releaseConnection.bind(client)
+    const transaction = client.transaction.bind(client)
     const leakMs = this.#leakMs
+    // A transaction acquires its connection in a later tick, where the host's frames are gone: its origin is the
+    // stack of the knex.transaction() call, handed to the acquisition the transaction makes.
+    let transactionOrigin: Error | undefined
+    if (leakMs > 0) {
+      client.transaction = (container, config, outerTx) => {
+        const trx = transaction(container, config, outerTx)
+        const started = origin()
+        const acquireFor = trx.acquireConnection.bind(trx)
+        trx.acquireConnection = (trxConfig, callback) => {
+          transactionOrigin = started
+          try {
+            return acquireFor(trxConfig, callback)
+          } finally {
+            transactionOrigin = undefined
+          }
+        }
+        return trx
+      }
+    }
     client.acquireConnection = async () => {
-      const origin = leakMs > 0 ? new Error('connection acquired here') : undefined
+      const acquiredAt = leakMs > 0 ? (transactionOrigin ?? origin()) : undefined
       const started = performance.now()
       try {
         const connection = await acquire()
         this.#waits.add(performance.now() - started)
-        if (origin !== undefined) this.#held.set(connection, { since: Date.now(), origin, reported: false })
+        if (acquiredAt !== undefined) {
+          this.#held.set(connection, { since: Date.now(), origin: acquiredAt, reported: false })
+        }
         return connection
       } catch (error) {
         this.#timeouts += 1
@@ -362,6 +400,7 @@ export class QueryStats {
     this.#detach.push(() => {
       client.acquireConnection = acquire
       client.releaseConnection = release
+      client.transaction = transaction
     })
     if (leakMs > 0) {
       this.#leakTimer = setInterval(() => this.#checkLeaks(), Math.max(50, Math.min(leakMs / 2, 5_000)))
@@ -464,7 +503,11 @@ function round(ms: number): number {
   return Math.round(ms * 1000) / 1000
 }
 
-/** The acquiring stack, without the marker line. */
+/** The acquiring stack without the marker line and without knex's, node's and this module's own frames. */
 function stackOf(origin: Error): string {
-  return (origin.stack ?? '').split('\n').slice(1).join('\n')
+  return (origin.stack ?? '')
+    .split('\n')
+    .slice(1)
+    .filter((line) => !/[\\/]node_modules[\\/]knex[\\/]|\(node:internal|[\\/]query-stats\.[jt]s:/.test(line))
+    .join('\n')
 }

@@ -193,6 +193,7 @@ export async function names(): Promise<string[]> {
         ['seed', '--help'],
         ['audit', '--help'],
         ['rotate-keys', '--help'],
+        ['health', '--help'],
         ['help', 'migrate'],
       ]) {
         const result = await cli(args)
@@ -222,6 +223,28 @@ export async function names(): Promise<string[]> {
       expect(result.code).toBe(1)
       expect(result.stderr).toMatch(/UnavailableError: Could not connect to PostgreSQL at 127.0.0.1:1\/app/)
       expect(result.stderr).not.toContain('pw-123456')
+    })
+
+    it('health: exit 3 when unreachable, without the password; degraded (exit 0) with migrations pending', async () => {
+      const down = await cli(['health', '--timeout-ms', '500', '--url', 'postgres://app:pw-123456@127.0.0.1:1/app'])
+      expect(down.code).toBe(3)
+      expect(down.stdout).toMatch(/^status: unhealthy/)
+      expect(down.stdout + down.stderr).not.toContain('pw-123456')
+      expect((await cli(['health', '--timeout-ms', 'soon'], { DATABASE_URL: testDb.url })).code).toBe(2)
+      const fresh = await createTestDatabase()
+      try {
+        const pending = await cli(['health'], { DATABASE_URL: fresh.url })
+        expect(pending.code).toBe(0)
+        expect(pending.stdout).toMatch(/^status: degraded \(3 migrations pending\)/)
+        expect(pending.stdout).toMatch(/database: PostgreSQL 15\.\d+, primary/)
+        const json = await cli(['health', '--json', '--exact'], { DATABASE_URL: fresh.url })
+        const report = JSON.parse(json.stdout) as { status: string; migrations: { pending: string[] } }
+        expect(report.status).toBe('degraded')
+        expect(report.migrations.pending).toEqual(['0001_initial', '0002_audit', '0003_encrypted_columns'])
+        expect(json.stdout).not.toContain(fresh.url)
+      } finally {
+        await fresh.drop()
+      }
     })
 
     it('migrates, reports status, seeds idempotently and rolls back', async () => {
@@ -293,6 +316,13 @@ export async function names(): Promise<string[]> {
         expect(rotation.stdout).toContain('droplets.admin_password_ciphertext: no values')
         expect(rotation.stdout).not.toContain(Buffer.alloc(32, 7).toString('base64'))
         expect((await cli(['rotate-keys'], { ...env, WINCLOUD_ENCRYPTION: '{nope' })).code).toBe(2)
+        // Health of the migrated, seeded database, with exact counts and the values per key.
+        const health = await cli(['health', '--exact', '--key-usage'], { ...env, WINCLOUD_ENCRYPTION: keys })
+        expect(health.code).toBe(0)
+        expect(health.stdout).toMatch(/^status: healthy\n/)
+        expect(health.stdout).toMatch(/tables: .*users 3\b/)
+        expect(health.stdout).toMatch(/migrations: up to date/)
+        expect(health.stdout).toMatch(/encryption: current key k1; values per key: none/)
         expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
           code: 0,
           stdout: 'rolled back: 0003_encrypted_columns, 0002_audit, 0001_initial\n',
