@@ -201,6 +201,21 @@ async function story(db: Database): Promise<void> {
     `14. An administrator password at rest: "${stored.slice(0, 24)}…" (${stored.length} characters, ` +
       `plaintext in it: ${stored.includes(secret)}); read back through the repository: ${readBack === secret ? 'the same' : 'DIFFERENT'}.`,
   )
+
+  // Health: answered on a connection of its own, within its timeout whatever the database does.
+  const health = await db.health({ timeoutMs: 1_000, exactCounts: true, keyUsage: true })
+  const tables = Object.entries(health.tables).map(([name, t]) => `${name} ${t.rows}`)
+  say(
+    `15. Health: ${health.status} in ${health.latencyMs.toFixed(1)} ms, PostgreSQL ${health.database.serverVersion}, ` +
+      `pool ${health.pool.used} used / ${health.pool.free} free of ${health.pool.max}; rows: ${tables.join(', ')}; ` +
+      `values per key: ${JSON.stringify(health.encryption?.keyUsage ?? {})}.`,
+  )
+  const stats = db.stats()
+  const busiest = stats.queries[0]
+  say(
+    `    ${stats.totals.calls} queries timed in ${stats.queries.length} shapes; the most time went to ` +
+      `"${busiest?.sql.slice(0, 60) ?? ''}…" (${busiest?.calls ?? 0} calls, p95 ${busiest?.p95Ms ?? 0} ms).`,
+  )
 }
 
 async function main(): Promise<void> {
@@ -213,7 +228,7 @@ async function main(): Promise<void> {
   } finally {
     await db.close()
   }
-  say(`15. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
+  say(`16. Closed${db.embedded ? ': the embedded server is stopped and its files are deleted' : ''}. Done.`)
 }
 
 main().catch((error: unknown) => {
