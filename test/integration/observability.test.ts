@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
+import { connect, createServer as createTcpServer, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
@@ -342,6 +343,71 @@ print(json.dumps(out))`,
       { table: 'droplets', exact: 'false' },
       expect.any(Number),
     ])
+  })
+})
+
+/** A TCP proxy that can stop forwarding bytes while keeping every socket open: a network black hole. */
+async function blackHoleProxy(
+  target: URL,
+): Promise<{ url: string; swallow(on: boolean): void; close(): Promise<void> }> {
+  let swallowing = false
+  const sockets = new Set<Socket>()
+  const server = createTcpServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname)
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => undefined).on('close', () => sockets.delete(socket))
+    }
+    client.on('data', (chunk) => void (swallowing || upstream.write(chunk)))
+    upstream.on('data', (chunk) => void (swallowing || client.write(chunk)))
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const proxied = new URL(target)
+  proxied.port = String((server.address() as { port: number }).port)
+  return {
+    url: proxied.toString(),
+    swallow: (on) => {
+      swallowing = on
+    },
+    close: async () => {
+      for (const socket of sockets) socket.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+describe('db.health() when the network swallows every packet', () => {
+  it('answers unhealthy within its timeout, drops the dead connection, and recovers when the network does', async () => {
+    const fresh = await createTestDatabase()
+    const proxy = await blackHoleProxy(new URL(fresh.url))
+    const db = await createDatabase({ connection: proxy.url, pool: { acquireTimeoutMs: 1_000 } })
+    try {
+      await db.migrate.latest()
+      expect((await db.health()).status).toBe('healthy')
+      proxy.swallow(true)
+      for (let i = 0; i < 2; i++) {
+        const started = performance.now()
+        const report = await db.health({ timeoutMs: 300 })
+        const elapsed = performance.now() - started
+        expect(report.status).toBe('unhealthy')
+        expect(report.error).toBe('no answer within 300 ms')
+        expect(elapsed).toBeLessThan(300 + 200)
+      }
+      // Pooled queries meanwhile hang in the same hole; the health check did not wait for them.
+      proxy.swallow(false)
+      let status = ''
+      for (let i = 0; i < 50 && status !== 'healthy'; i++) {
+        status = (await db.health({ timeoutMs: 500 })).status
+        if (status !== 'healthy') await sleep(100)
+      }
+      expect(status).toBe('healthy')
+    } finally {
+      await db.close({ timeoutMs: 1_000 })
+      await proxy.close()
+      await fresh.drop()
+    }
   })
 })
 
