@@ -265,7 +265,7 @@ export class HealthReporter {
     if (leaks > 0) reasons.push(`${leaks} connections held past observability.connectionLeakMs`)
     if (found.pending.length > 0) reasons.push(`${found.pending.length} migrations pending`)
     if (found.roundTripMs > degradedLatencyMs) reasons.push(`round trip over ${degradedLatencyMs} ms`)
-    if (found.countsTimedOut) reasons.push('exact counts did not finish in time: estimates shown')
+    if (found.countsTimedOut) reasons.push('exact counts or key usage did not finish in time')
     return {
       status: reasons.length === 0 ? 'healthy' : 'degraded',
       reasons,
@@ -297,27 +297,26 @@ export class HealthReporter {
   }> {
     const client = await this.#connect(timeoutMs)
     const sent = performance.now()
-    // One round trip: version, recovery, estimates, and the applied migrations when their table exists (the
-    // statement timeout is set for the rest of the check as a side effect).
+    // One round trip: version, recovery, estimates, and the applied migrations when their table exists. Nothing is
+    // set on the session: behind PgBouncer in transaction mode it would leak to other clients.
     const { rows } = await client.query<{
       server_version: string
       in_recovery: boolean
       estimates: Record<string, number> | null
       applied: string[] | null
     }>(
-      `select set_config('statement_timeout', $2, false) is not null as _,
-              current_setting('server_version') as server_version,
+      `select current_setting('server_version') as server_version,
               pg_is_in_recovery() as in_recovery,
               (select json_object_agg(t.name, case when c.reltuples < 0 then coalesce(s.n_live_tup, 0)
                                                    else c.reltuples::bigint end)
                  from unnest($1::text[]) as t(name)
                  join pg_class c on c.oid = to_regclass(t.name)
                  left join pg_stat_user_tables s on s.relid = c.oid) as estimates,
-              case when to_regclass($3) is not null then
+              case when to_regclass($2) is not null then
                 (select array_agg(x::text) from unnest(xpath('//name/text()',
-                   query_to_xml(format('select name from %I', $3::text), false, false, ''))) as x)
+                   query_to_xml(format('select name from %I', $2::text), false, false, ''))) as x)
               end as applied`,
-      [tables, `${Math.max(1, Math.floor(timeoutMs * 0.9))}ms`, MIGRATIONS_TABLE],
+      [tables, MIGRATIONS_TABLE],
     )
     const roundTripMs = performance.now() - sent
     const row = rows[0]!
@@ -328,28 +327,47 @@ export class HealthReporter {
       counted[name] = { rows: Number(rowsEstimate), exact: false }
     }
     let countsTimedOut = false
-    if (options.exactCounts === true) {
-      for (const name of Object.keys(counted)) {
-        try {
-          const exact = await client.query<{ n: string }>(`select count(*)::text as n from ${quoteTable(name)}`)
-          counted[name] = { rows: Number(exact.rows[0]!.n), exact: true }
-        } catch (error) {
-          if ((error as { code?: unknown }).code !== '57014') throw error
-          countsTimedOut = true
-          break
-        }
-      }
-    }
     let keyUsage: Record<string, number> | undefined
-    if (options.keyUsage === true && this.#keyring !== undefined) {
-      keyUsage = {}
-      for (const model of this.#models) {
-        for (const encrypted of encryptedProperties(model as never)) {
-          const usage = await client.query<{ key: string; count: string }>(
-            keyUsageSql(model.tableName, encrypted.ciphertextColumn),
-          )
-          for (const u of usage.rows) keyUsage[u.key] = (keyUsage[u.key] ?? 0) + Number(u.count)
+    const wantKeyUsage = options.keyUsage === true && this.#keyring !== undefined
+    if (options.exactCounts === true || wantKeyUsage) {
+      // The slow parts run in a read-only transaction with a transaction-local statement timeout: the time left.
+      const left = Math.max(1, Math.floor(timeoutMs - (performance.now() - sent)))
+      await client.query('begin read only')
+      try {
+        await client.query(`select set_config('statement_timeout', $1, true)`, [`${left}ms`])
+        if (options.exactCounts === true) {
+          for (const name of Object.keys(counted)) {
+            await client.query('savepoint count')
+            try {
+              const exact = await client.query<{ n: string }>(`select count(*)::text as n from ${quoteTable(name)}`)
+              counted[name] = { rows: Number(exact.rows[0]!.n), exact: true }
+            } catch (error) {
+              if ((error as { code?: unknown }).code !== '57014') throw error
+              await client.query('rollback to savepoint count')
+              countsTimedOut = true
+              break
+            }
+          }
         }
+        if (wantKeyUsage && !countsTimedOut) {
+          const usage: Record<string, number> = {}
+          try {
+            for (const model of this.#models) {
+              for (const encrypted of encryptedProperties(model as never)) {
+                const found = await client.query<{ key: string; count: string }>(
+                  keyUsageSql(model.tableName, encrypted.ciphertextColumn),
+                )
+                for (const u of found.rows) usage[u.key] = (usage[u.key] ?? 0) + Number(u.count)
+              }
+            }
+            keyUsage = usage
+          } catch (error) {
+            if ((error as { code?: unknown }).code !== '57014') throw error
+            countsTimedOut = true
+          }
+        }
+      } finally {
+        await client.query('rollback').catch(() => undefined)
       }
     }
     return {
