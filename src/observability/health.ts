@@ -87,6 +87,17 @@ export interface HealthOptions {
   readonly degradedLatencyMs?: number
 }
 
+/** What one round of health queries found. */
+interface ProbeResult {
+  serverVersion: string
+  inRecovery: boolean
+  tables: Record<string, { rows: number; exact: boolean }>
+  pending: string[]
+  roundTripMs: number
+  countsTimedOut: boolean
+  keyUsage: Record<string, number> | undefined
+}
+
 interface TarnPool {
   numUsed(): number
   numFree(): number
@@ -146,6 +157,7 @@ export class HealthReporter {
   #client: pg.Client | undefined
   #connecting: Promise<pg.Client> | undefined
   #inFlight = new Map<string, Promise<HealthReport>>()
+  #turn: Promise<void> = Promise.resolve()
   #closed = false
 
   constructor(options: {
@@ -229,7 +241,12 @@ export class HealthReporter {
     const deadline = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), timeoutMs)
     })
-    const probe = this.#probe(timeoutMs, tables, options).then(
+    // Checks take turns on the one connection: a transaction of one must never interleave with another's.
+    let running = false
+    const probe = this.#exclusive(() => {
+      running = true
+      return this.#probeWithRetry(started, timeoutMs, tables, options)
+    }).then(
       (value) => ({ value }),
       (error: unknown) => ({ error }),
     )
@@ -241,7 +258,8 @@ export class HealthReporter {
       this.#keyring === undefined ? undefined : { currentKey: this.#keyring.currentKeyId, keys: this.#keyring.keyIds }
     if (outcome === 'timeout' || 'error' in outcome) {
       // A connection that did not answer in time may be black-holed: drop it, the next check makes a new one.
-      if (outcome === 'timeout') this.#drop()
+      // Only the check that holds the connection drops it: one still waiting for its turn has nothing to drop.
+      if (outcome === 'timeout' && running) this.#drop()
       const error = outcome === 'timeout' ? `no answer within ${timeoutMs} ms` : describeFailure(outcome.error)
       return {
         status: 'unhealthy',
@@ -282,19 +300,43 @@ export class HealthReporter {
     }
   }
 
-  async #probe(
+  /** Runs `work` once every check before it has finished. */
+  async #exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const previous = this.#turn
+    let release!: () => void
+    this.#turn = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    await previous
+    try {
+      return await work()
+    } finally {
+      release()
+    }
+  }
+
+  /**
+   * A connection that was killed while idle (a restart, `pg_terminate_backend`) fails the next check with a
+   * connection error although the database is up: that check is tried once more on a new connection.
+   */
+  async #probeWithRetry(
+    started: number,
     timeoutMs: number,
     tables: readonly string[],
     options: HealthOptions,
-  ): Promise<{
-    serverVersion: string
-    inRecovery: boolean
-    tables: Record<string, { rows: number; exact: boolean }>
-    pending: string[]
-    roundTripMs: number
-    countsTimedOut: boolean
-    keyUsage: Record<string, number> | undefined
-  }> {
+  ): Promise<ProbeResult> {
+    const reused = this.#client !== undefined
+    try {
+      return await this.#probe(timeoutMs, tables, options)
+    } catch (error) {
+      const left = timeoutMs - (performance.now() - started)
+      if (!reused || left < 1 || !connectionLost(error)) throw error
+      this.#drop()
+      return this.#probe(Math.floor(left), tables, options)
+    }
+  }
+
+  async #probe(timeoutMs: number, tables: readonly string[], options: HealthOptions): Promise<ProbeResult> {
     const client = await this.#connect(timeoutMs)
     const sent = performance.now()
     // One round trip: version, recovery, estimates, and the applied migrations when their table exists. Nothing is
@@ -431,6 +473,13 @@ export class HealthReporter {
     const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
     stream?.destroy?.()
   }
+}
+
+/** Whether an error says the connection itself is gone (not that the database refused a query). */
+function connectionLost(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown }
+  if (e?.code === '57P01' || e?.code === 'ECONNRESET' || e?.code === 'EPIPE') return true
+  return typeof e?.message === 'string' && /Connection terminated|not queryable|ended/i.test(e.message)
 }
 
 function quoteTable(name: string): string {
