@@ -15,6 +15,7 @@ import { paginationBenchmarks } from './pagination.bench.js'
 import { bulkBenchmarks } from './bulk.bench.js'
 import { auditBenchmarks } from './audit.bench.js'
 import { BENCH_ENCRYPTION, cryptoBenchmarks, encryptedLoadBenchmarks } from './crypto.bench.js'
+import { observabilityBenchmarks } from './observability.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
@@ -25,6 +26,7 @@ const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchma
   paginationBenchmarks,
   bulkBenchmarks,
   auditBenchmarks,
+  observabilityBenchmarks,
 ]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */

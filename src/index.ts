@@ -18,7 +18,8 @@ export { BaseModel, BaseQueryBuilder, User, Droplet, AuditLog, DROPLET_STATUSES 
 export type { DropletStatus } from './models/index.js'
 
 export { Scope } from './access/scope.js'
-export type { ScopedRepository, ListOptions, RequestMeta } from './access/scope.js'
+export type { ScopedRepository, ListOptions, RequestMeta, ScopeOptions } from './access/scope.js'
+export type { ReadConsistency, ReplicaStatus } from './db/replicas.js'
 export { definePolicy, ownedBy, DEFAULT_ROLES } from './access/policy.js'
 export type {
   Actor,

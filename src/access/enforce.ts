@@ -27,6 +27,12 @@ export interface ScopeContext {
   readonly inTransaction: boolean
   /** Who acts, as the scope's audit rows record it. */
   readonly audit: AuditStamp
+  /** With replicas: where this scope's next read goes (outside transactions). */
+  readonly reader?: (() => Knex) | undefined
+  /** With replicas: a replica whose read failed on the connection. */
+  readonly readerFailed?: ((reader: Knex, error: unknown) => void) | undefined
+  /** With replicas: the actor wrote (and it committed); its reads need it from now on. */
+  readonly noteWrite?: (() => void) | undefined
 }
 
 /** @internal */

@@ -1,7 +1,8 @@
 import type { Knex } from 'knex'
+import type { ReadConsistency, ReplicaSet } from '../db/replicas.js'
 import type { Model, PartialModelObject } from 'objection'
 import { toDataError } from '../db/driver-errors.js'
-import { ForbiddenError, InvalidCursorError, NotFoundError, ValidationError } from '../errors.js'
+import { ForbiddenError, InvalidCursorError, NotFoundError, ValidationError, UnavailableError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
 import { displayKey, type Filter, type FilterWalk } from './filter-compiler.js'
@@ -139,6 +140,21 @@ export interface ScopeEnvironment {
   /** Signs and checks pagination cursors. */
   readonly cursors: CursorCodec
   bind<C extends typeof Model>(modelClass: C): C
+  /** Read routing over replicas, when the database has any. */
+  readonly replicas?: ReplicaSet | undefined
+}
+
+/**
+ * Options of a scope: where its reads go (see {@link ReadConsistency}). Default `'session'` for user scopes,
+ * `'primary'` for `db.system()`.
+ *
+ * @example
+ * ```ts
+ * const reporting = db.scope(admin, { requestId }, { consistency: 'replica' })
+ * ```
+ */
+export interface ScopeOptions {
+  readonly consistency?: ReadConsistency
 }
 
 /** The part of a pg client this module uses directly. */
@@ -261,8 +277,13 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     return level === 'own' ? { own: true, bindings: [this.#context.actorId] } : { own: false, bindings: [] }
   }
 
-  async #rows(sql: string, bindings: readonly unknown[]): Promise<M[]> {
-    const result = await this.#raw<Record<string, unknown>>(sql, bindings)
+  /** Where this call's reads go: a replica by the scope's consistency, or the scope's own runner. */
+  #reader(): Knex | Knex.Transaction {
+    return (this.#context.inTransaction ? undefined : this.#context.reader?.()) ?? this.#runner
+  }
+
+  async #rows(sql: string, bindings: readonly unknown[], runner = this.#runner): Promise<M[]> {
+    const result = await this.#raw<Record<string, unknown>>(sql, bindings, runner)
     const model = this.#model
     return result.rows.map((row) => model.fromDatabaseJson(row) as M)
   }
@@ -271,13 +292,25 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
    * Runs one read. With row-level security outside a transaction, it runs in a transaction of its own that opens
    * with one message (BEGIN, the scoped role and the actor settings), then the query, then COMMIT.
    */
-  async #raw<R>(sql: string, bindings: readonly unknown[]): Promise<{ rows: R[] }> {
+  async #raw<R>(sql: string, bindings: readonly unknown[], runner = this.#runner): Promise<{ rows: R[] }> {
+    if (runner === this.#runner) return this.#rawOn<R>(runner, sql, bindings)
+    try {
+      return await this.#rawOn<R>(runner, sql, bindings)
+    } catch (error) {
+      // A replica that fails on the connection is taken out of rotation, and the read goes to the primary.
+      if (!(error instanceof UnavailableError)) throw error
+      this.#context.readerFailed?.(runner as Knex, error)
+      return this.#rawOn<R>(this.#runner, sql, bindings)
+    }
+  }
+
+  async #rawOn<R>(runner: Knex | Knex.Transaction, sql: string, bindings: readonly unknown[]): Promise<{ rows: R[] }> {
     const context = this.#context
     try {
       if (context.rlsSql === undefined || context.inTransaction) {
-        return await this.#runner.raw<{ rows: R[] }>(sql, bindings as Knex.RawBinding[])
+        return await runner.raw<{ rows: R[] }>(sql, bindings as Knex.RawBinding[])
       }
-      const knex = this.#runner as Knex
+      const knex = runner as Knex
       const client = knex.client as unknown as {
         acquireConnection(): Promise<PgConnection>
         releaseConnection(connection: PgConnection): Promise<void>
@@ -313,7 +346,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
         ? `select ${a.tableSql}.* from ${a.tableSql} where ${a.ownerSql} = ? and ${a.idSql} = ? limit 1`
         : `select ${a.tableSql}.* from ${a.tableSql} where ${a.idSql} = ? limit 1`,
     )
-    const rows = await this.#rows(sql, [...scope.bindings, id])
+    const rows = await this.#rows(sql, [...scope.bindings, id], this.#reader())
     return rows[0]
   }
 
@@ -349,7 +382,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       const where = conditions()
       return `select ${a.tableSql}.* from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${order.sql} limit ?`
     })
-    return this.#rows(sql, [...scope.bindings, ...walked.bindings, rowLimit])
+    return this.#rows(sql, [...scope.bindings, ...walked.bindings, rowLimit], this.#reader())
   }
 
   async #offsetPage(
@@ -366,21 +399,23 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       const where = conditions()
       return `select ${a.tableSql}.* from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${order.sql} limit ? offset ?`
     })
-    const rows = await this.#rows(sql, [...scope.bindings, ...walked.bindings, size + 1, offset])
+    const reader = this.#reader()
+    const rows = await this.#rows(sql, [...scope.bindings, ...walked.bindings, size + 1, offset], reader)
     const hasNextPage = rows.length > size
     const items = rows.slice(0, size)
     let total: number
     if (exactTotal) {
-      total = await this.#count(scope, walked)
+      total = await this.#count(scope, walked, reader)
     } else {
       const countSql = cachedSql(a, `estimate|${scope.own}|${walked.shape}`, () => {
         const where = conditions()
         return `explain (format json) select 1 from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''}`
       })
-      const plan = await this.#raw<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(countSql, [
-        ...scope.bindings,
-        ...walked.bindings,
-      ])
+      const plan = await this.#raw<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(
+        countSql,
+        [...scope.bindings, ...walked.bindings],
+        reader,
+      )
       const estimate = plan.rows[0]?.['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0
       // A page that ends the list knows the total exactly; otherwise never claim fewer rows than the page shows.
       total =
@@ -437,12 +472,11 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
         `${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${keysetOrder(order.keys, backward)} limit ?`
       )
     })
-    const result = await this.#raw<Record<string, unknown>>(sql, [
-      ...scope.bindings,
-      ...walked.bindings,
-      ...(condition?.bindings ?? []),
-      size + 1,
-    ])
+    const result = await this.#raw<Record<string, unknown>>(
+      sql,
+      [...scope.bindings, ...walked.bindings, ...(condition?.bindings ?? []), size + 1],
+      this.#reader(),
+    )
     const more = result.rows.length > size
     const rows = result.rows.slice(0, size)
     if (backward) rows.reverse()
@@ -473,17 +507,21 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
 
   async count(filter?: Filter): Promise<number> {
     const scope = this.#readScope()
-    return this.#count(scope, this.#access.filters.walk(filter))
+    return this.#count(scope, this.#access.filters.walk(filter), this.#reader())
   }
 
-  async #count(scope: { own: boolean; bindings: unknown[] }, walked: FilterWalk): Promise<number> {
+  async #count(
+    scope: { own: boolean; bindings: unknown[] },
+    walked: FilterWalk,
+    reader: Knex | Knex.Transaction,
+  ): Promise<number> {
     const a = this.#access
     const sql = cachedSql(a, `count|${scope.own}|${walked.shape}`, () => {
       const conditions = [scope.own ? `${a.ownerSql} = ?` : '', a.filters.sql(walked.shape)].filter((c) => c !== '')
       const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
       return `select count(*)::int8 as count from ${a.tableSql}${where}`
     })
-    const result = await this.#raw<{ count: string }>(sql, [...scope.bindings, ...walked.bindings])
+    const result = await this.#raw<{ count: string }>(sql, [...scope.bindings, ...walked.bindings], reader)
     return Number(result.rows[0]?.count ?? 0)
   }
 
@@ -501,7 +539,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const target = this.#bulkTarget()
     const json = insertColumns(target, row)
     const statement = insertStatement(target, await this.#shape(target), [json])
-    const rows = await this.#rows(statement.sql, statement.bindings)
+    const rows = await this.#wrote(this.#rows(statement.sql, statement.bindings))
     return rows[0]!
   }
 
@@ -523,7 +561,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       lockedBindings: own ? [id, this.#context.actorId] : [id],
       returnAll: true,
     })
-    const rows = await this.#rows(`${head.sql}select * from changed`, head.bindings)
+    const rows = await this.#wrote(this.#rows(`${head.sql}select * from changed`, head.bindings))
     if (rows.length === 0) throw new NotFoundError(this.#access.name, id)
     return rows[0]!
   }
@@ -533,7 +571,7 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     if (typeof id !== 'string' || !UUID.test(id)) throw new NotFoundError(this.#access.name)
     const target = this.#bulkTarget()
     const statement = deleteStatement(target, await this.#shape(target), id, level === 'own')
-    const result = await this.#raw<{ count: number }>(statement.sql, statement.bindings)
+    const result = await this.#wrote(this.#raw<{ count: number }>(statement.sql, statement.bindings))
     if ((result.rows[0]?.count ?? 0) === 0) throw new NotFoundError(this.#access.name, id)
   }
 
@@ -562,9 +600,9 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     patch: PartialModelObject<M>,
     options?: BulkOptions,
   ): Promise<BulkResult | { updated: number } | { updated: number; notFound: number }> {
-    if (Array.isArray(selector)) return bulkUpdateByIds(this.#bulkTarget(), selector, patch, options)
+    if (Array.isArray(selector)) return this.#wrote(bulkUpdateByIds(this.#bulkTarget(), selector, patch, options))
     if (typeof selector === 'object' && selector !== null && Symbol.asyncIterator in selector) {
-      return bulkUpdateStream(this.#bulkTarget(), selector, patch, options)
+      return this.#wrote(bulkUpdateStream(this.#bulkTarget(), selector, patch, options))
     }
     if (
       typeof selector !== 'object' ||
@@ -577,18 +615,32 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       ])
     }
     const walked = this.#access.filters.walk((selector as { filter: unknown }).filter)
-    return bulkUpdateByFilter(this.#bulkTarget(), walked, this.#access.filters.sql(walked.shape), patch, options)
+    return this.#wrote(
+      bulkUpdateByFilter(this.#bulkTarget(), walked, this.#access.filters.sql(walked.shape), patch, options),
+    )
   }
 
   bulkUpdateEach(
     rows: readonly ({ id: string } & PartialModelObject<M>)[],
     options?: BulkOptions,
   ): Promise<BulkResult> {
-    return bulkUpdateEach(this.#bulkTarget(), rows, options)
+    return this.#wrote(bulkUpdateEach(this.#bulkTarget(), rows, options))
   }
 
   bulkCreate(rows: readonly PartialModelObject<M>[], options?: BulkOptions): Promise<M[]> {
-    return bulkCreate<M>(this.#bulkTarget(), rows, options)
+    return this.#wrote(bulkCreate<M>(this.#bulkTarget(), rows, options))
+  }
+
+  /**
+   * Tells the read router, once a write outside a transaction has settled (committed, or failed after some chunks
+   * committed), that the actor's next reads need what it wrote. Inside a transaction the scope does it at the end.
+   */
+  async #wrote<T>(write: Promise<T>): Promise<T> {
+    try {
+      return await write
+    } finally {
+      if (!this.#context.inTransaction) this.#context.noteWrite?.()
+    }
   }
 
   #bulkTarget(): WriteTarget {
@@ -633,6 +685,7 @@ export class Scope {
   readonly #context: ScopeContext
   readonly #trx: Knex.Transaction | undefined
   readonly #repos = new Map<typeof Model, ScopedRepository<BaseModel>>()
+  readonly #options: ScopeOptions
 
   /** @internal */
   constructor(
@@ -641,6 +694,7 @@ export class Scope {
     reason: string | undefined,
     meta: RequestMeta,
     trx?: Knex.Transaction,
+    options: ScopeOptions = {},
   ) {
     this.actor = actor
     this.role = actor === undefined ? SYSTEM_ROLE : actor.role
@@ -649,6 +703,10 @@ export class Scope {
     this.#env = env
     this.#trx = trx
     this.knex = trx ?? env.knex
+    this.#options = options
+    const replicas = env.replicas
+    const consistency = options.consistency ?? (actor === undefined ? 'primary' : 'session')
+    const actorKey = actor?.id ?? SYSTEM_ROLE
     this.#context = Object.freeze({
       role: this.role,
       actorId: actor?.id,
@@ -656,6 +714,13 @@ export class Scope {
       rlsSql: env.rls && actor !== undefined ? scopedTransactionSql(actor.id, actor.role, false) : undefined,
       inTransaction: trx !== undefined,
       audit: auditStamp(actor?.id, this.role, meta as Readonly<Record<string, string>>, reason),
+      ...(replicas === undefined
+        ? {}
+        : {
+            reader: () => replicas.readerFor(actorKey, consistency),
+            readerFailed: (reader: Knex, error: unknown) => replicas.markDown(reader, error),
+            noteWrite: () => replicas.noteWrite(actorKey),
+          }),
     })
     const context = this.#context
     const run = async (sql: string, bindings: readonly unknown[]): Promise<{ rows: Record<string, unknown>[] }> => {
@@ -713,10 +778,13 @@ export class Scope {
     try {
       return await runner.transaction(async (trx) => {
         if (rlsSql !== undefined) await trx.raw(rlsSql)
-        return work(new Scope(this.#env, this.actor, this.reason, this.meta, trx))
+        return work(new Scope(this.#env, this.actor, this.reason, this.meta, trx, this.#options))
       })
     } catch (error) {
       throw toDataError(error)
+    } finally {
+      // The outermost transaction has ended: what it wrote (if it committed) is what the actor reads next.
+      if (this.#trx === undefined) this.#context.noteWrite?.()
     }
   }
 }
@@ -726,7 +794,7 @@ export class Scope {
  *
  * @internal
  */
-export function createScope(env: ScopeEnvironment, actor: unknown, meta: unknown): Scope {
+export function createScope(env: ScopeEnvironment, actor: unknown, meta: unknown, options?: unknown): Scope {
   if (typeof actor !== 'object' || actor === null) {
     throw new ValidationError('An actor must be an object with id and role.', [
       { field: 'actor', message: 'is required' },
@@ -742,17 +810,48 @@ export function createScope(env: ScopeEnvironment, actor: unknown, meta: unknown
     ])
   }
   if (isActive === false) throw new ForbiddenError('act as', 'an inactive user')
-  return new Scope(env, Object.freeze({ id: id.toLowerCase(), role }), undefined, checkMeta(meta))
+  return new Scope(
+    env,
+    Object.freeze({ id: id.toLowerCase(), role }),
+    undefined,
+    checkMeta(meta),
+    undefined,
+    checkOptions(options),
+  )
 }
 
 /** @internal */
-export function createSystemScope(env: ScopeEnvironment, reason: unknown): Scope {
+export function createSystemScope(env: ScopeEnvironment, reason: unknown, options?: unknown): Scope {
   if (typeof reason !== 'string' || reason.trim().length === 0 || reason.length > 500) {
     throw new ValidationError('db.system() needs a reason of 1 to 500 characters.', [
       { field: 'reason', message: 'must be a non-empty string' },
     ])
   }
-  return new Scope(env, undefined, reason, {})
+  return new Scope(env, undefined, reason, {}, undefined, checkOptions(options))
+}
+
+function checkOptions(options: unknown): ScopeOptions {
+  if (options === undefined) return {}
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ValidationError('Scope options must be an object.', [{ field: 'options', message: 'must be an object' }])
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== 'consistency') {
+      throw new ValidationError(`${key} is not a scope option.`, [{ field: key, message: 'is not a scope option' }])
+    }
+  }
+  const { consistency } = options as { consistency?: unknown }
+  if (
+    consistency !== undefined &&
+    consistency !== 'session' &&
+    consistency !== 'primary' &&
+    consistency !== 'replica'
+  ) {
+    throw new ValidationError("consistency must be 'session', 'primary' or 'replica'.", [
+      { field: 'consistency', message: "must be 'session', 'primary' or 'replica'" },
+    ])
+  }
+  return Object.freeze(consistency === undefined ? {} : { consistency })
 }
 
 function checkMeta(meta: unknown): RequestMeta {

@@ -130,6 +130,15 @@ export interface DatabaseConfig {
   slowQueryMs?: number
   /** Query timing and connection-leak detection (see {@link ObservabilityConfig}). */
   observability?: ObservabilityConfig
+  /**
+   * Streaming replicas for reads (URLs or connection fields). Scoped reads go to a healthy replica by their scope's
+   * consistency (see `ReadConsistency`); writes and transactions always go to the primary.
+   */
+  replicas?: (string | ConnectionOptions)[]
+  /** A replica further behind than this (milliseconds, default 5000) serves no reads until it catches up. */
+  maxReplicaLagMs?: number
+  /** How often each replica's position and lag are checked (milliseconds, default 250). */
+  replicaCheckIntervalMs?: number
 }
 
 /**
@@ -164,10 +173,12 @@ export interface ResolvedConfig {
   readonly keyring: Keyring | undefined
   readonly slowQueryMs: number
   readonly observability: Required<ObservabilityConfig>
+  readonly replicas: readonly (string | ConnectionOptions)[]
+  readonly maxReplicaLagMs: number
+  readonly replicaCheckIntervalMs: number
 }
 
 const PLANNED: Record<string, string> = {
-  replicas: 'read replicas',
   cache: 'the Redis cache',
 }
 
@@ -184,6 +195,9 @@ const TOP_LEVEL = new Set([
   'encryption',
   'slowQueryMs',
   'observability',
+  'replicas',
+  'maxReplicaLagMs',
+  'replicaCheckIntervalMs',
 ])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -383,8 +397,29 @@ export function parseConfig(input: unknown): ResolvedConfig {
     ),
   })
 
+  if (input.replicas !== undefined && !Array.isArray(input.replicas)) {
+    throw new ConfigError('replicas', 'must be a list of postgres:// URLs or connection fields.')
+  }
+  const replicas = ((input.replicas ?? []) as unknown[]).map((replica, i) => {
+    try {
+      return parseConnection(replica)
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        const expected = error.message.slice(`Invalid configuration: ${error.field} `.length)
+        throw new ConfigError(`replicas[${i}]${error.field.slice('connection'.length)}`, expected)
+      }
+      throw error
+    }
+  })
+  if (replicas.length > 16) throw new ConfigError('replicas', 'must list at most 16 replicas.')
+  const maxReplicaLagMs = integer(input.maxReplicaLagMs, 'maxReplicaLagMs', 0, 3_600_000, 5_000)
+  const replicaCheckIntervalMs = integer(input.replicaCheckIntervalMs, 'replicaCheckIntervalMs', 10, 60_000, 250)
+
   return Object.freeze({
     connection,
+    replicas: Object.freeze(replicas),
+    maxReplicaLagMs,
+    replicaCheckIntervalMs,
     slowQueryMs,
     observability,
     passwordHash,

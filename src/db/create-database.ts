@@ -1,7 +1,15 @@
 import type pg from 'pg'
 import { knex as createKnex, type Knex } from 'knex'
 import type { Model } from 'objection'
-import { createScope, createSystemScope, type RequestMeta, type Scope, type ScopeEnvironment } from '../access/scope.js'
+import {
+  createScope,
+  createSystemScope,
+  type RequestMeta,
+  type Scope,
+  type ScopeEnvironment,
+  type ScopeOptions,
+} from '../access/scope.js'
+import { ReplicaSet } from './replicas.js'
 import { SYSTEM_ROLE, type Actor } from '../access/policy.js'
 import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
 import { auditStamp, type AuditStamp } from '../audit/recorder.js'
@@ -123,12 +131,12 @@ export interface Database {
    * The scope of one actor (a user or `{ id, role }`) for one request: its repositories see and change only what
    * the actor's role may. Inactive users are refused.
    */
-  scope(actor: Actor, meta?: RequestMeta): Scope
+  scope(actor: Actor, meta?: RequestMeta, options?: ScopeOptions): Scope
   /**
    * A scope that sees and changes everything, for jobs and maintenance; `reason` says why (for the audit trail).
    * It is the only way past the access rules besides the raw `knex` and `model()` handles.
    */
-  system(reason: string): Scope
+  system(reason: string, options?: ScopeOptions): Scope
   /**
    * A model class bound to this database, so its queries use this database's pool. Two databases in one process
    * each get their own bound classes and share no state. It is unscoped: it sees every row. Prefer
@@ -186,6 +194,11 @@ function knexConfig(config: ResolvedConfig, connection: (ResolvedConfig['connect
   }
 }
 
+/** The application_name of the replica monitor's connections. */
+function monitorName(applicationName: string): string {
+  return `${applicationName}-monitor`.slice(0, 63)
+}
+
 class DatabaseHandle implements Database {
   readonly knex: Knex
   readonly connectionInfo: string
@@ -198,6 +211,7 @@ class DatabaseHandle implements Database {
   readonly stats: DatabaseStats
   readonly #queryStats: QueryStats
   readonly #health: HealthReporter
+  readonly #replicas: ReplicaSet | undefined
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
   readonly #logger: ResolvedConfig['logger']
@@ -213,12 +227,37 @@ class DatabaseHandle implements Database {
     this.knex = knex
     this.#logger = config.logger
     if (config.keyring !== undefined) registerKeyring(knex, config.keyring)
+    const replicas =
+      config.replicas.length === 0
+        ? undefined
+        : new ReplicaSet({
+            primary: knex,
+            primaryConnection: { ...healthConnection, application_name: monitorName(config.applicationName) },
+            replicas: config.replicas.map((replica) => {
+              const settings = knexConfig(config, replica)
+              const replicaKnex = createKnex({ ...settings, migrations: undefined })
+              if (config.keyring !== undefined) registerKeyring(replicaKnex, config.keyring)
+              return {
+                knex: replicaKnex,
+                name: describeConnection(replica),
+                connection: {
+                  ...(settings.connection as pg.ClientConfig),
+                  application_name: monitorName(config.applicationName),
+                },
+              }
+            }),
+            maxLagMs: config.maxReplicaLagMs,
+            checkIntervalMs: config.replicaCheckIntervalMs,
+            logger: config.logger,
+          })
+    this.#replicas = replicas
     this.#scopeEnv = Object.freeze({
       rls: config.rls,
       cursors: new CursorCodec(config.cursorSecrets),
       knex,
       roles: config.roles,
       bind: <C extends typeof Model>(m: C): C => m.bindKnex<C>(knex),
+      replicas,
     })
     this.connectionInfo = connectionInfo
     this.embedded = server !== undefined
@@ -281,8 +320,10 @@ class DatabaseHandle implements Database {
       migrationNames: async () =>
         (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m)),
       stats: queryStats,
+      replicas,
       logger: config.logger,
     })
+    for (const replicaKnex of replicas?.knexes ?? []) queryStats.watch(replicaKnex)
   }
 
   health(options?: HealthOptions): Promise<HealthReport> {
@@ -301,12 +342,12 @@ class DatabaseHandle implements Database {
     return modelClass.bindKnex<M>(this.knex)
   }
 
-  scope(actor: Actor, meta?: RequestMeta): Scope {
-    return createScope(this.#scopeEnv, actor, meta)
+  scope(actor: Actor, meta?: RequestMeta, options?: ScopeOptions): Scope {
+    return createScope(this.#scopeEnv, actor, meta, options)
   }
 
-  system(reason: string): Scope {
-    return createSystemScope(this.#scopeEnv, reason)
+  system(reason: string, options?: ScopeOptions): Scope {
+    return createSystemScope(this.#scopeEnv, reason, options)
   }
 
   close(options: { timeoutMs?: number } = {}): Promise<void> {
@@ -318,6 +359,7 @@ class DatabaseHandle implements Database {
       let timer: NodeJS.Timeout | undefined
       this.#queryStats.close()
       await this.#health.close()
+      await this.#replicas?.close()
       try {
         const destroyed = this.knex.destroy().then(() => true)
         const late = new Promise<false>((resolve) => {

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
-import { SCOPE_KEY, scopeKnexQuery, scopeOf } from '../access/enforce.js'
+import { SCOPE_KEY, scopeKnexQuery, scopeOf, type ScopeContext } from '../access/enforce.js'
 import { toDataError } from '../db/driver-errors.js'
 import { auditedBuilderWrite } from '../audit/builder-writes.js'
 
@@ -58,9 +58,20 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
    * with its audit rows.
    */
   async #run(method: 'execute' | 'resultSize'): Promise<unknown> {
+    const scope = scopeOf(this.context())
+    try {
+      return await this.#runScoped(method, scope)
+    } finally {
+      // A scoped write outside a transaction has settled: the actor's next reads need it (read-your-writes).
+      if (scope !== undefined && !scope.inTransaction && (this.isInsert() || this.isUpdate() || this.isDelete())) {
+        scope.noteWrite?.()
+      }
+    }
+  }
+
+  async #runScoped(method: 'execute' | 'resultSize', scope: ScopeContext | undefined): Promise<unknown> {
     const objection = objectionMethods[method]
     try {
-      const scope = scopeOf(this.context())
       if (scope === undefined) return await objection.call(this)
       const write =
         method === 'execute' &&

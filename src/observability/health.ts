@@ -7,6 +7,7 @@ import type { Logger } from '../db/config.js'
 import { ValidationError } from '../errors.js'
 import { MIGRATIONS_TABLE } from '../migrations/index.js'
 import type { QueryStats } from './query-stats.js'
+import type { ReplicaSet, ReplicaStatus } from '../db/replicas.js'
 
 /**
  * What `db.health()` found.
@@ -37,8 +38,8 @@ export interface HealthReport {
   /** Rows per table: planner estimates (`exact: false`) unless `exactCounts` was asked and finished in time. */
   readonly tables: Readonly<Record<string, { readonly rows: number; readonly exact: boolean }>>
   readonly migrations: { readonly pending: readonly string[] | null }
-  /** Each read replica's state (none configured yet in this version). */
-  readonly replicas: readonly unknown[]
+  /** Each read replica's state, from the replica monitor's last check. */
+  readonly replicas: readonly ReplicaStatus[]
   /** When `encryption` is configured: key ids, and with `keyUsage: true`, the values each key protects. */
   readonly encryption?: {
     readonly currentKey: string
@@ -153,6 +154,7 @@ export class HealthReporter {
   readonly #models: readonly EncryptedModel[]
   readonly #migrationNames: () => Promise<readonly string[]>
   readonly #stats: QueryStats | undefined
+  readonly #replicas: ReplicaSet | undefined
   readonly #logger: Logger | undefined
   #client: pg.Client | undefined
   #connecting: Promise<pg.Client> | undefined
@@ -168,8 +170,10 @@ export class HealthReporter {
     models: readonly EncryptedModel[]
     migrationNames: () => Promise<readonly string[]>
     stats: QueryStats | undefined
+    replicas?: ReplicaSet | undefined
     logger: Logger | undefined
   }) {
+    this.#replicas = options.replicas
     this.#knex = options.knex
     this.#connection = options.connection
     this.#pool = options.pool
@@ -270,7 +274,7 @@ export class HealthReporter {
         pool,
         tables: {},
         migrations: { pending: null },
-        replicas: [],
+        replicas: this.#replicas?.status() ?? [],
         ...(encryption === undefined ? {} : { encryption }),
         error,
       }
@@ -284,6 +288,10 @@ export class HealthReporter {
     if (found.pending.length > 0) reasons.push(`${found.pending.length} migrations pending`)
     if (found.roundTripMs > degradedLatencyMs) reasons.push(`round trip over ${degradedLatencyMs} ms`)
     if (found.countsTimedOut) reasons.push('exact counts or key usage did not finish in time')
+    const replicas = this.#replicas?.status() ?? []
+    const serving = replicas.filter((r) => r.state === 'ok').length
+    if (serving < replicas.length)
+      reasons.push(`${replicas.length - serving} of ${replicas.length} replicas serve no reads`)
     return {
       status: reasons.length === 0 ? 'healthy' : 'degraded',
       reasons,
@@ -293,7 +301,7 @@ export class HealthReporter {
       pool,
       tables: found.tables,
       migrations: { pending: found.pending },
-      replicas: [],
+      replicas,
       ...(encryption === undefined
         ? {}
         : { encryption: { ...encryption, ...(found.keyUsage === undefined ? {} : { keyUsage: found.keyUsage }) } }),

@@ -260,6 +260,12 @@ export class QueryStats {
     this.#enabled = options.queryTiming
     this.#leakMs = options.connectionLeakMs
     this.#logger = options.logger
+    this.watch(knex)
+    this.#instrumentPool((knex as { client: InstrumentedClient }).client)
+  }
+
+  /** Times the queries of another knex too (a replica's), into the same groups. */
+  watch(knex: Knex): void {
     if (this.#enabled) {
       const onQuery = (event: KnexQueryEvent): void => {
         if (event.__knexQueryUid === undefined) return
@@ -278,7 +284,6 @@ export class QueryStats {
         knex.removeListener('query-error', onError)
       })
     }
-    this.#instrumentPool((knex as { client: InstrumentedClient }).client)
   }
 
   #finish(event: KnexQueryEvent, failed: boolean, response: unknown): void {

@@ -29,9 +29,13 @@ export async function typeTests(): Promise<void> {
   const badConfig: DatabaseConfig = { pool: { max: '10' } }
   void badConfig
 
-  // @ts-expect-error replicas are not part of this version's config
-  const laterConfig: DatabaseConfig = { replicas: ['postgres://replica/app'] }
+  // @ts-expect-error the Redis cache is not part of this version's config
+  const laterConfig: DatabaseConfig = { cache: { url: 'redis://127.0.0.1:6379' } }
   void laterConfig
+
+  // @ts-expect-error a replica is a URL or connection fields
+  const badReplica: DatabaseConfig = { replicas: [5432] }
+  void badReplica
 
   const seeded: SeedResult = await db.seed.development({ users: 1 })
   // @ts-expect-error seed results are read-only
