@@ -102,6 +102,7 @@ async function withDatabase<T>(
   url: string | undefined,
   work: (db: Database) => Promise<T>,
   env: NodeJS.ProcessEnv = {},
+  connectTimeoutMs?: number,
 ): Promise<T> {
   if (!url) throw new UsageError('no database: set DATABASE_URL or pass --url')
   let encryption: unknown
@@ -112,9 +113,12 @@ async function withDatabase<T>(
       throw new UsageError('WINCLOUD_ENCRYPTION must be the JSON of the encryption configuration')
     }
   }
-  const db = await createDatabase(
-    encryption === undefined ? { connection: url } : { connection: url, encryption: encryption as never },
-  )
+  const db = await createDatabase({
+    connection: url,
+    ...(encryption === undefined ? {} : { encryption: encryption as never }),
+    // The first connection waits at most this long (health answers within its own timeout).
+    ...(connectTimeoutMs === undefined ? {} : { pool: { acquireTimeoutMs: connectTimeoutMs } }),
+  })
   try {
     return await work(db)
   } finally {
@@ -296,6 +300,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
             (db) =>
               db.health({ timeoutMs, exactCounts: values.exact === true, keyUsage: values['key-usage'] === true }),
             io.env,
+            timeoutMs,
           )
         } catch (error) {
           // A database that cannot be reached at all is the plainest unhealthy.

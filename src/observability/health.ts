@@ -281,11 +281,11 @@ export class HealthReporter {
     }
     const found = outcome.value
     const reasons: string[] = []
-    if (pool.pendingAcquires > 0) reasons.push(`${pool.pendingAcquires} callers wait for a connection`)
+    if (pool.pendingAcquires > 0) reasons.push(`${plural(pool.pendingAcquires, 'caller')} wait for a connection`)
     if (pool.used >= pool.max) reasons.push('every pooled connection is in use')
     const leaks = this.#stats?.leaks().length ?? 0
-    if (leaks > 0) reasons.push(`${leaks} connections held past observability.connectionLeakMs`)
-    if (found.pending.length > 0) reasons.push(`${found.pending.length} migrations pending`)
+    if (leaks > 0) reasons.push(`${plural(leaks, 'connection')} held past observability.connectionLeakMs`)
+    if (found.pending.length > 0) reasons.push(`${plural(found.pending.length, 'migration')} pending`)
     if (found.roundTripMs > degradedLatencyMs) reasons.push(`round trip over ${degradedLatencyMs} ms`)
     if (found.countsTimedOut) reasons.push('exact counts or key usage did not finish in time')
     const replicas = this.#replicas?.status() ?? []
@@ -357,11 +357,10 @@ export class HealthReporter {
     }>(
       `select current_setting('server_version') as server_version,
               pg_is_in_recovery() as in_recovery,
-              (select json_object_agg(t.name, case when c.reltuples < 0 then coalesce(s.n_live_tup, 0)
+              (select json_object_agg(t.name, case when c.reltuples < 0 then pg_stat_get_live_tuples(c.oid)
                                                    else c.reltuples::bigint end)
                  from unnest($1::text[]) as t(name)
-                 join pg_class c on c.oid = to_regclass(t.name)
-                 left join pg_stat_user_tables s on s.relid = c.oid) as estimates,
+                 join pg_class c on c.oid = to_regclass(t.name)) as estimates,
               case when to_regclass($2) is not null then
                 (select array_agg(x::text) from unnest(xpath('//name/text()',
                    query_to_xml(format('select name from %I', $2::text), false, false, ''))) as x)
@@ -488,6 +487,10 @@ function connectionLost(error: unknown): boolean {
   const e = error as { code?: unknown; message?: unknown }
   if (e?.code === '57P01' || e?.code === 'ECONNRESET' || e?.code === 'EPIPE') return true
   return typeof e?.message === 'string' && /Connection terminated|not queryable|ended/i.test(e.message)
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`
 }
 
 function quoteTable(name: string): string {

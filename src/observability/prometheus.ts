@@ -10,7 +10,8 @@ function number(value: number): string {
   if (Number.isNaN(value)) return 'NaN'
   if (value === Infinity) return '+Inf'
   if (value === -Infinity) return '-Inf'
-  return String(value)
+  // Sums of floating-point milliseconds: nanoseconds are plenty, and 0.0024820000000000003 helps nobody.
+  return String(Number.isInteger(value) ? value : Number(value.toPrecision(12)))
 }
 
 class Exposition {

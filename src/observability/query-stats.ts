@@ -15,7 +15,10 @@ export interface QueryGroupStats {
   readonly id: string
   /** The SQL with literals, placeholders and IN-lists collapsed to `?`, whitespace collapsed. No values. */
   readonly sql: string
-  /** `select`, `insert`, `update`, `delete`, `begin`, `commit`, `rollback`, … (the first keyword, lower case). */
+  /**
+   * `select`, `insert`, `update`, `delete`, … (the first keyword, lower case; `with` counts as the write it wraps).
+   * The BEGIN and COMMIT knex sends around a transaction are not timed; ones sent as raw SQL are.
+   */
   readonly operation: string
   readonly calls: number
   readonly errors: number
@@ -152,8 +155,11 @@ class Group {
   ) {}
 }
 
+const DOLLAR_QUOTED = /\$([A-Za-z_][A-Za-z0-9_]*)?\$[\s\S]*?\$\1\$/g
+const ESCAPE_STRING = /\b[eE]'(?:[^'\\]|\\[\s\S]|'')*'/g
 const STRING_LITERAL = /'(?:[^']|'')*'/g
-const NUMBER_LITERAL = /(?<![\w$.])-?\d+(?:\.\d+)?(?![\w.])/g
+const COMMENT = /--[^\n]*|\/\*[\s\S]*?\*\//g
+const NUMBER_LITERAL = /(?<![\w$.])-?(?:0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(?![\w.])/g
 const POSITIONAL = /\$\d+/g
 const LIST = /\b(in|any)\s*\(\s*\?(?:\s*,\s*\?)+\s*\)/gi
 const VALUES_ROWS = /(\(\?(?:, \?)*\))(?:\s*,\s*\1)+/g
@@ -169,7 +175,10 @@ const VALUES_ROWS = /(\(\?(?:, \?)*\))(?:\s*,\s*\1)+/g
  */
 export function normalizeSql(sql: string): string {
   return sql
+    .replace(DOLLAR_QUOTED, '?')
+    .replace(ESCAPE_STRING, '?')
     .replace(STRING_LITERAL, '?')
+    .replace(COMMENT, ' ')
     .replace(POSITIONAL, '?')
     .replace(NUMBER_LITERAL, '?')
     .replace(/\s+/g, ' ')
@@ -215,6 +224,10 @@ interface InstrumentedClient {
   transaction(container: unknown, config: unknown, outerTx: unknown): KnexTransaction
   pool?: PoolLike
 }
+
+/** The origin of a connection taken by a single statement (no stack is captured for those). */
+const SINGLE_STATEMENT = new Error('a single statement (not a transaction) holds it')
+SINGLE_STATEMENT.stack = 'Error: a single statement (not a transaction) holds it\n    (a long-running query: see db.stats().slowQueries)'
 
 /** A stack captured where a connection was asked for: deep enough to reach the host's code. */
 function origin(): Error {
@@ -384,7 +397,9 @@ export class QueryStats {
       }
     }
     client.acquireConnection = async () => {
-      const acquiredAt = leakMs > 0 ? (transactionOrigin ?? origin()) : undefined
+      // A single statement's stack holds only knex's own frames (it acquires in a later tick): it is not captured,
+      // which keeps a checkout cheap; a transaction's is, where knex.transaction() was called.
+      const acquiredAt = leakMs > 0 ? (transactionOrigin ?? SINGLE_STATEMENT) : undefined
       const started = performance.now()
       try {
         const connection = await acquire()

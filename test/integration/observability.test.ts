@@ -41,6 +41,8 @@ describe('normalizeSql', () => {
     ['insert into t (a, b) values (?, ?), (?, ?), (?, ?)', 'insert into t (a, b) values (?, ?)...'],
     ['select  "col1"\n from   t2 limit 10', 'select "col1" from t2 limit ?'],
     ['select -1.5, x::text[] from t', 'select ?, x::text[] from t'],
+    ["select $$it's$$, $tag$a $$ b$tag$, E'it\\'s' -- note 'x'\n from t", 'select ?, ?, ? from t'],
+    ['select 1e10, .5, 0x1F /* secret 42 */ from t', 'select ?, ?, ? from t'],
   ])('%s', (sql, normalized) => {
     expect(normalizeSql(sql)).toBe(normalized)
   })
@@ -133,7 +135,7 @@ describe('query timing and slow queries', () => {
       expect(db.stats().connections.leaks[0]!.stack).toContain('observability.test.ts')
       const health = await db.health()
       expect(health.status).toBe('degraded')
-      expect(health.reasons).toContain('1 connections held past observability.connectionLeakMs')
+      expect(health.reasons).toContain('1 connection held past observability.connectionLeakMs')
     })
     const leakLines = captured.lines.slice(before).filter((l) => l.includes('connectionLeakMs'))
     expect(leakLines).toHaveLength(1)
