@@ -227,7 +227,8 @@ interface InstrumentedClient {
 
 /** The origin of a connection taken by a single statement (no stack is captured for those). */
 const SINGLE_STATEMENT = new Error('a single statement (not a transaction) holds it')
-SINGLE_STATEMENT.stack = 'Error: a single statement (not a transaction) holds it\n    (a long-running query: see db.stats().slowQueries)'
+SINGLE_STATEMENT.stack =
+  'Error: a single statement (not a transaction) holds it\n    (a long-running query: see db.stats().slowQueries)'
 
 /** A stack captured where a connection was asked for: deep enough to reach the host's code. */
 function origin(): Error {
