@@ -281,7 +281,11 @@ export class HealthReporter {
     }
     const found = outcome.value
     const reasons: string[] = []
-    if (pool.pendingAcquires > 0) reasons.push(`${plural(pool.pendingAcquires, 'caller')} wait for a connection`)
+    if (pool.pendingAcquires > 0) {
+      reasons.push(
+        `${plural(pool.pendingAcquires, 'caller')} ${pool.pendingAcquires === 1 ? 'waits' : 'wait'} for a connection`,
+      )
+    }
     if (pool.used >= pool.max) reasons.push('every pooled connection is in use')
     const leaks = this.#stats?.leaks().length ?? 0
     if (leaks > 0) reasons.push(`${plural(leaks, 'connection')} held past observability.connectionLeakMs`)

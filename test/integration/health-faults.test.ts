@@ -585,7 +585,9 @@ describe('200 concurrent calls on a pool of 10 held by slow queries', () => {
     expect(exhausted.report.pool.pendingAcquires).toBeGreaterThan(0)
     expect(exhausted.report.reasons).toContain('every pooled connection is in use')
     expect(exhausted.report.reasons).toContain(
-      `${exhausted.report.pool.pendingAcquires} caller${exhausted.report.pool.pendingAcquires === 1 ? '' : 's'} wait for a connection`,
+      exhausted.report.pool.pendingAcquires === 1
+        ? '1 caller waits for a connection'
+        : `${exhausted.report.pool.pendingAcquires} callers wait for a connection`,
     )
 
     const outcomes = await Promise.all(waiters)
