@@ -1,16 +1,60 @@
+import { existsSync } from 'node:fs'
 import { defineConfig } from 'vitest/config'
 
 const deep = process.env.WINCLOUD_TEST_DEEP === '1'
 
+/** The integration files that run a second time with the library connected through PgBouncer (transaction mode). */
+const THROUGH_PGBOUNCER = [
+  'test/integration/access.test.ts',
+  'test/integration/audit.test.ts',
+  'test/integration/bulk.test.ts',
+  'test/integration/encrypted-columns.test.ts',
+  'test/integration/login.test.ts',
+  'test/integration/models.test.ts',
+  'test/integration/pagination.test.ts',
+  'test/integration/rls.test.ts',
+  'test/integration/seed.test.ts',
+  'test/integration/pgbouncer.test.ts',
+]
+
+// CI installs PgBouncer (a missing one fails the run there); elsewhere the PgBouncer run is skipped, saying so.
+const pgbouncer =
+  process.env.CI !== undefined ||
+  (existsSync(process.env.WINCLOUD_PGBOUNCER ?? '/usr/sbin/pgbouncer') &&
+    existsSync(`${process.env.WINCLOUD_PG_BIN ?? '/usr/lib/postgresql/15/bin'}/pg_ctl`))
+if (!pgbouncer)
+  console.warn('PgBouncer or PostgreSQL 15 not found: the PgBouncer run of the integration suite is skipped')
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['./test/helpers/global-setup.ts'],
     pool: 'forks',
     testTimeout: deep ? 300_000 : 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,
     allowOnly: !process.env.CI,
-    reporters: process.env.CI ? ['default'] : ['default'],
+    reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'postgres',
+          include: ['test/**/*.test.ts'],
+          exclude: ['test/integration/pgbouncer.test.ts'],
+          globalSetup: ['./test/helpers/global-setup.ts'],
+        },
+      },
+      ...(pgbouncer
+        ? [
+            {
+              extends: true as const,
+              test: {
+                name: 'pgbouncer',
+                include: THROUGH_PGBOUNCER,
+                globalSetup: ['./test/helpers/pgbouncer-setup.ts'],
+              },
+            },
+          ]
+        : []),
+    ],
   },
 })

@@ -230,22 +230,9 @@ export async function startTopology(
 
     let redisUrl: string | undefined
     if (parts.redis !== false) {
-      const port = await freePort()
-      const child = spawnDaemon(REDIS, [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        owned(join(root, 'redis')),
-      ])
-      stops.push(() => stopChild(child))
-      redisUrl = `redis://127.0.0.1:${port}`
-      await waitForRedis(port, 30_000)
+      const redis = await startRedis(owned(join(root, 'redis')))
+      stops.push(() => redis.stop())
+      redisUrl = redis.url
     }
 
     const urlFor = (base: string, database: string): string => {
@@ -303,6 +290,56 @@ export async function startTopology(
     await stop()
     if (error instanceof Error && logs.length > 0) error.message += `\n${logs.join('\n')}`
     throw error
+  }
+}
+
+/** A Redis server of its own: `pause()` freezes it (SIGSTOP: connections stay open, nothing answers). */
+export interface RedisServer {
+  readonly url: string
+  readonly port: number
+  pause(): void
+  resume(): void
+  /** Stops it; `start()` starts it again on the same port (empty: it keeps nothing on disk). */
+  stop(): Promise<void>
+  start(): Promise<void>
+}
+
+/** Starts `redis-server` on a free loopback port, keeping nothing on disk. */
+export async function startRedis(dir?: string): Promise<RedisServer> {
+  if (!existsSync(REDIS)) throw new Error(`missing program: ${REDIS}`)
+  const home = dir ?? mkdtempSync(join(tmpdir(), 'wincloud-redis-'))
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  const start = async (): Promise<void> => {
+    owned(home)
+    child = spawnDaemon(REDIS, [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      home,
+    ])
+    await waitForRedis(port, 30_000)
+  }
+  await start()
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    pause: () => void child?.kill('SIGSTOP'),
+    resume: () => void child?.kill('SIGCONT'),
+    stop: async () => {
+      if (child === undefined) return
+      child.kill('SIGCONT')
+      await stopChild(child)
+      child = undefined
+      if (dir === undefined) rmSync(home, { recursive: true, force: true })
+    },
+    start,
   }
 }
 

@@ -20,6 +20,7 @@ export type { DropletStatus } from './models/index.js'
 export { Scope } from './access/scope.js'
 export type { ScopedRepository, ListOptions, RequestMeta, ScopeOptions } from './access/scope.js'
 export type { ReadConsistency, ReplicaStatus } from './db/replicas.js'
+export type { CacheConfig, CacheServer, CacheStatus } from './db/cache.js'
 export { definePolicy, ownedBy, DEFAULT_ROLES } from './access/policy.js'
 export type {
   Actor,

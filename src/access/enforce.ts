@@ -1,4 +1,5 @@
 import type { Knex } from 'knex'
+import type { ReadCache } from '../db/cache.js'
 import type { Model } from 'objection'
 import type { AuditStamp } from '../audit/recorder.js'
 import { ForbiddenError, ValidationError } from '../errors.js'
@@ -31,8 +32,13 @@ export interface ScopeContext {
   readonly reader?: (() => Knex) | undefined
   /** With replicas: a replica whose read failed on the connection. */
   readonly readerFailed?: ((reader: Knex, error: unknown) => void) | undefined
-  /** With replicas: the actor wrote (and it committed); its reads need it from now on. */
-  readonly noteWrite?: (() => void) | undefined
+  /**
+   * A write to `table` has settled: outside a transaction it committed (or failed after committing chunks), and the
+   * cache and read-your-writes learn of it now; inside one, when the outermost transaction ends.
+   */
+  readonly wrote?: ((table: string) => void) | undefined
+  /** With a cache: reads of this scope go through it. */
+  readonly cache?: { readonly cache: ReadCache; readonly actor: string } | undefined
 }
 
 /** @internal */

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex'
 import type { ReadConsistency, ReplicaSet } from '../db/replicas.js'
+import type { ReadCache } from '../db/cache.js'
 import type { Model, PartialModelObject } from 'objection'
 import { toDataError } from '../db/driver-errors.js'
 import { ForbiddenError, InvalidCursorError, NotFoundError, ValidationError, UnavailableError } from '../errors.js'
@@ -31,7 +32,7 @@ import {
 } from '../pagination/page.js'
 import { scopedTransactionSql } from './row-level-security.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
-import { auditStamp } from '../audit/recorder.js'
+import { AUDIT_TABLE, auditStamp } from '../audit/recorder.js'
 import { recordAuditEvent, type AuditEvent, type ScopeAudit } from '../audit/audit.js'
 import { AuditLog } from '../models/audit-log.js'
 
@@ -142,6 +143,8 @@ export interface ScopeEnvironment {
   bind<C extends typeof Model>(modelClass: C): C
   /** Read routing over replicas, when the database has any. */
   readonly replicas?: ReplicaSet | undefined
+  /** The Redis read cache, when configured. */
+  readonly cache?: ReadCache | undefined
 }
 
 /**
@@ -277,6 +280,23 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
     return level === 'own' ? { own: true, bindings: [this.#context.actorId] } : { own: false, bindings: [] }
   }
 
+  /**
+   * The scope's read-through cache for this model, when there is one: not inside a transaction (it must see its own
+   * uncommitted writes), and not for the audit log (every audited write appends to it).
+   */
+  #cached():
+    | (<T>(
+        kind: 'row' | 'count',
+        parts: readonly unknown[],
+        load: () => Promise<{ value: T; cacheable: boolean }>,
+      ) => Promise<T>)
+    | undefined {
+    const cache = this.#context.cache
+    const table = this.#model.tableName
+    if (cache === undefined || this.#context.inTransaction || table === AUDIT_TABLE) return undefined
+    return (kind, parts, load) => cache.cache.readThrough(kind, table, cache.actor, parts, load)
+  }
+
   /** Where this call's reads go: a replica by the scope's consistency, or the scope's own runner. */
   #reader(): Knex | Knex.Transaction {
     return (this.#context.inTransaction ? undefined : this.#context.reader?.()) ?? this.#runner
@@ -346,8 +366,14 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
         ? `select ${a.tableSql}.* from ${a.tableSql} where ${a.ownerSql} = ? and ${a.idSql} = ? limit 1`
         : `select ${a.tableSql}.* from ${a.tableSql} where ${a.idSql} = ? limit 1`,
     )
-    const rows = await this.#rows(sql, [...scope.bindings, id], this.#reader())
-    return rows[0]
+    const reader = this.#reader()
+    const load = async (): Promise<{ value: Record<string, unknown> | null; cacheable: boolean }> => {
+      const result = await this.#raw<Record<string, unknown>>(sql, [...scope.bindings, id], reader)
+      return { value: result.rows[0] ?? null, cacheable: reader === this.#runner }
+    }
+    const cached = this.#cached()
+    const row = cached === undefined ? (await load()).value : await cached('row', [id.toLowerCase()], load)
+    return row === null ? undefined : (this.#model.fromDatabaseJson(row) as M)
   }
 
   async getById(id: string): Promise<M> {
@@ -521,8 +547,12 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : ''
       return `select count(*)::int8 as count from ${a.tableSql}${where}`
     })
-    const result = await this.#raw<{ count: string }>(sql, [...scope.bindings, ...walked.bindings], reader)
-    return Number(result.rows[0]?.count ?? 0)
+    const load = async (): Promise<{ value: number; cacheable: boolean }> => {
+      const result = await this.#raw<{ count: string }>(sql, [...scope.bindings, ...walked.bindings], reader)
+      return { value: Number(result.rows[0]?.count ?? 0), cacheable: reader === this.#runner }
+    }
+    const cached = this.#cached()
+    return cached === undefined ? (await load()).value : cached('count', [walked.shape, walked.bindings], load)
   }
 
   async create(data: PartialModelObject<M>): Promise<M> {
@@ -632,14 +662,15 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
   }
 
   /**
-   * Tells the read router, once a write outside a transaction has settled (committed, or failed after some chunks
-   * committed), that the actor's next reads need what it wrote. Inside a transaction the scope does it at the end.
+   * Tells the cache and the read router, once a write has settled (committed, or failed after some chunks
+   * committed), that the table changed and the actor's next reads need it. Inside a transaction the scope passes it
+   * on when the outermost transaction ends.
    */
   async #wrote<T>(write: Promise<T>): Promise<T> {
     try {
       return await write
     } finally {
-      if (!this.#context.inTransaction) this.#context.noteWrite?.()
+      this.#context.wrote?.(this.#model.tableName)
     }
   }
 
@@ -686,6 +717,8 @@ export class Scope {
   readonly #trx: Knex.Transaction | undefined
   readonly #repos = new Map<typeof Model, ScopedRepository<BaseModel>>()
   readonly #options: ScopeOptions
+  /** Tables written in this scope's transaction (shared with nested ones), passed on when the outermost ends. */
+  readonly #tablesWritten: Set<string>
 
   /** @internal */
   constructor(
@@ -695,6 +728,7 @@ export class Scope {
     meta: RequestMeta,
     trx?: Knex.Transaction,
     options: ScopeOptions = {},
+    tablesWritten: Set<string> = new Set(),
   ) {
     this.actor = actor
     this.role = actor === undefined ? SYSTEM_ROLE : actor.role
@@ -704,7 +738,9 @@ export class Scope {
     this.#trx = trx
     this.knex = trx ?? env.knex
     this.#options = options
+    this.#tablesWritten = tablesWritten
     const replicas = env.replicas
+    const cache = env.cache
     const consistency = options.consistency ?? (actor === undefined ? 'primary' : 'session')
     const actorKey = actor?.id ?? SYSTEM_ROLE
     this.#context = Object.freeze({
@@ -719,8 +755,20 @@ export class Scope {
         : {
             reader: () => replicas.readerFor(actorKey, consistency),
             readerFailed: (reader: Knex, error: unknown) => replicas.markDown(reader, error),
-            noteWrite: () => replicas.noteWrite(actorKey),
           }),
+      ...(replicas === undefined && cache === undefined
+        ? {}
+        : {
+            wrote: (table: string) => {
+              if (trx !== undefined) {
+                tablesWritten.add(table)
+                return
+              }
+              cache?.invalidate([table])
+              replicas?.noteWrite(actorKey)
+            },
+          }),
+      ...(cache === undefined ? {} : { cache: { cache, actor: `${this.role}:${actorKey}` } }),
     })
     const context = this.#context
     const run = async (sql: string, bindings: readonly unknown[]): Promise<{ rows: Record<string, unknown>[] }> => {
@@ -778,13 +826,18 @@ export class Scope {
     try {
       return await runner.transaction(async (trx) => {
         if (rlsSql !== undefined) await trx.raw(rlsSql)
-        return work(new Scope(this.#env, this.actor, this.reason, this.meta, trx, this.#options))
+        return work(new Scope(this.#env, this.actor, this.reason, this.meta, trx, this.#options, this.#tablesWritten))
       })
     } catch (error) {
       throw toDataError(error)
     } finally {
       // The outermost transaction has ended: what it wrote (if it committed) is what the actor reads next.
-      if (this.#trx === undefined) this.#context.noteWrite?.()
+      if (this.#trx === undefined) {
+        const tables = [...this.#tablesWritten]
+        this.#tablesWritten.clear()
+        this.#env.cache?.invalidate(tables)
+        this.#env.replicas?.noteWrite(this.actor?.id ?? SYSTEM_ROLE)
+      }
     }
   }
 }

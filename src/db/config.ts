@@ -1,6 +1,7 @@
 import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../access/policy.js'
 import { Keyring, type EncryptionConfig } from '../crypto/keyring.js'
 import { ConfigError, isDataError } from '../errors.js'
+import type { CacheConfig } from './cache.js'
 import type { PasswordHashOptions } from '../auth/passwords.js'
 
 /**
@@ -139,6 +140,8 @@ export interface DatabaseConfig {
   maxReplicaLagMs?: number
   /** How often each replica's position and lag are checked (milliseconds, default 250). */
   replicaCheckIntervalMs?: number
+  /** The Redis read cache (needs the `ioredis` package); see {@link CacheConfig}. */
+  cache?: CacheConfig
 }
 
 /**
@@ -176,11 +179,10 @@ export interface ResolvedConfig {
   readonly replicas: readonly (string | ConnectionOptions)[]
   readonly maxReplicaLagMs: number
   readonly replicaCheckIntervalMs: number
+  readonly cache: CacheConfig | undefined
 }
 
-const PLANNED: Record<string, string> = {
-  cache: 'the Redis cache',
-}
+const PLANNED: Record<string, string> = {}
 
 const TOP_LEVEL = new Set([
   'connection',
@@ -198,6 +200,7 @@ const TOP_LEVEL = new Set([
   'replicas',
   'maxReplicaLagMs',
   'replicaCheckIntervalMs',
+  'cache',
 ])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -415,8 +418,35 @@ export function parseConfig(input: unknown): ResolvedConfig {
   const maxReplicaLagMs = integer(input.maxReplicaLagMs, 'maxReplicaLagMs', 0, 3_600_000, 5_000)
   const replicaCheckIntervalMs = integer(input.replicaCheckIntervalMs, 'replicaCheckIntervalMs', 10, 60_000, 250)
 
+  let cache: CacheConfig | undefined
+  if (input.cache !== undefined) {
+    if (!isPlainObject(input.cache)) throw new ConfigError('cache', 'must be an object with redis.')
+    checkKeys(input.cache, ['redis', 'ttlSeconds', 'prefix', 'timeoutMs'], 'cache.')
+    const redis = input.cache.redis
+    if (typeof redis === 'string') {
+      if (!/^rediss?:\/\//.test(redis)) throw new ConfigError('cache.redis', 'must be a redis:// or rediss:// URL.')
+    } else if (isPlainObject(redis)) {
+      checkKeys(redis, ['host', 'port', 'username', 'password', 'db', 'tls'], 'cache.redis.')
+      integer(redis.port, 'cache.redis.port', 1, 65_535, 6379)
+      integer(redis.db, 'cache.redis.db', 0, 1_000, 0)
+    } else {
+      throw new ConfigError('cache.redis', 'must be a redis:// URL or { host, port, … }.')
+    }
+    const prefix = input.cache.prefix
+    if (prefix !== undefined && (typeof prefix !== 'string' || prefix.length > 100)) {
+      throw new ConfigError('cache.prefix', 'must be a string of at most 100 characters.')
+    }
+    cache = Object.freeze({
+      redis: redis,
+      ttlSeconds: integer(input.cache.ttlSeconds, 'cache.ttlSeconds', 1, 86_400, 60),
+      timeoutMs: integer(input.cache.timeoutMs, 'cache.timeoutMs', 1, 10_000, 50),
+      ...(prefix === undefined ? {} : { prefix }),
+    })
+  }
+
   return Object.freeze({
     connection,
+    cache,
     replicas: Object.freeze(replicas),
     maxReplicaLagMs,
     replicaCheckIntervalMs,

@@ -10,6 +10,7 @@ import {
   type ScopeOptions,
 } from '../access/scope.js'
 import { ReplicaSet } from './replicas.js'
+import { ReadCache } from './cache.js'
 import { SYSTEM_ROLE, type Actor } from '../access/policy.js'
 import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
 import { auditStamp, type AuditStamp } from '../audit/recorder.js'
@@ -212,6 +213,7 @@ class DatabaseHandle implements Database {
   readonly #queryStats: QueryStats
   readonly #health: HealthReporter
   readonly #replicas: ReplicaSet | undefined
+  readonly #cache: ReadCache | undefined
   readonly #server: EmbeddedServer | undefined
   readonly #scopeEnv: ScopeEnvironment
   readonly #logger: ResolvedConfig['logger']
@@ -223,6 +225,7 @@ class DatabaseHandle implements Database {
     server: EmbeddedServer | undefined,
     config: ResolvedConfig,
     healthConnection: pg.ClientConfig,
+    cache: ReadCache | undefined,
   ) {
     this.knex = knex
     this.#logger = config.logger
@@ -258,7 +261,9 @@ class DatabaseHandle implements Database {
       roles: config.roles,
       bind: <C extends typeof Model>(m: C): C => m.bindKnex<C>(knex),
       replicas,
+      cache,
     })
+    this.#cache = cache
     this.connectionInfo = connectionInfo
     this.embedded = server !== undefined
     this.#server = server
@@ -321,6 +326,7 @@ class DatabaseHandle implements Database {
         (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m)),
       stats: queryStats,
       replicas,
+      cache,
       logger: config.logger,
     })
     for (const replicaKnex of replicas?.knexes ?? []) queryStats.watch(replicaKnex)
@@ -360,6 +366,7 @@ class DatabaseHandle implements Database {
       this.#queryStats.close()
       await this.#health.close()
       await this.#replicas?.close()
+      await this.#cache?.close()
       try {
         const destroyed = this.knex.destroy().then(() => true)
         const late = new Promise<false>((resolve) => {
@@ -429,5 +436,13 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     ...(knexSettings.connection as pg.ClientConfig),
     application_name: `${resolved.applicationName}-health`.slice(0, 63),
   }
-  return new DatabaseHandle(knex, connectionInfo, server, resolved, healthConnection)
+  let cache: ReadCache | undefined
+  try {
+    cache = resolved.cache === undefined ? undefined : await ReadCache.create(resolved.cache, resolved.logger)
+  } catch (error) {
+    await knex.destroy().catch(() => undefined)
+    await server?.stop()
+    throw error
+  }
+  return new DatabaseHandle(knex, connectionInfo, server, resolved, healthConnection, cache)
 }

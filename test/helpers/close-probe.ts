@@ -68,6 +68,8 @@ async function main(): Promise<void> {
   report.afterClose = process.getActiveResourcesInfo()
   Object.assign(report.ms as object, { close: Date.now() - started })
   save()
+  // The host's own exit code must survive the library (the embedded server's package hooks process exit).
+  if (process.env.PROBE_EXIT_CODE) process.exitCode = Number(process.env.PROBE_EXIT_CODE)
 }
 
 main().catch((error: unknown) => {

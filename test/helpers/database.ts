@@ -53,7 +53,9 @@ export async function openTestDatabase(
   options: { migrate?: boolean } = {},
 ): Promise<{ db: Database; url: string; cleanup: () => Promise<void> }> {
   const testDb = await createTestDatabase()
-  const db = await createDatabase({ ...config, connection: testDb.url })
+  // In the PgBouncer run the library goes through PgBouncer (transaction mode); the database is made directly.
+  const via = inject('pgbouncerUrl')
+  const db = await createDatabase({ ...config, connection: via ? withDatabase(via, testDb.name) : testDb.url })
   if (options.migrate !== false) await db.migrate.latest()
   return {
     db,

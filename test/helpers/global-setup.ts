@@ -4,6 +4,8 @@ declare module 'vitest' {
   export interface ProvidedContext {
     /** A superuser URL of the server every test file gets its own database on. */
     adminDatabaseUrl: string
+    /** In the PgBouncer run: PgBouncer's URL, through which the library connects; '' otherwise. */
+    pgbouncerUrl: string
   }
 }
 
@@ -12,7 +14,7 @@ declare module 'vitest' {
  * Each test file then creates its own database on it (see ./database.ts), so files never see each other's rows.
  */
 export default async function setup(project: {
-  provide(key: 'adminDatabaseUrl', value: string): void
+  provide(key: 'adminDatabaseUrl' | 'pgbouncerUrl', value: string): void
 }): Promise<() => Promise<void>> {
   let server: EmbeddedServer | undefined
   let url = process.env.TEST_DATABASE_URL
@@ -23,6 +25,7 @@ export default async function setup(project: {
     url = server.url
   }
   project.provide('adminDatabaseUrl', url)
+  project.provide('pgbouncerUrl', '')
   return async () => {
     await server?.stop()
   }

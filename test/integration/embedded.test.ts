@@ -81,6 +81,7 @@ interface ProbeReport {
 async function runProbe(
   connection: string | undefined,
   timeoutMs = 20_000,
+  exitCode?: number,
 ): Promise<{
   code: number | null
   signal: NodeJS.Signals | null
@@ -95,6 +96,7 @@ async function runProbe(
     const env: NodeJS.ProcessEnv = { ...process.env, PROBE_RESULT: resultFile }
     delete env.PROBE_CONNECTION
     if (connection !== undefined) env.PROBE_CONNECTION = connection
+    if (exitCode !== undefined) env.PROBE_EXIT_CODE = String(exitCode)
     const child = spawn(process.execPath, ['--import', 'tsx', probe], {
       cwd: root,
       env,
@@ -205,6 +207,11 @@ describe.concurrent('createDatabase() with no connection, and close()', () => {
     expect(existsSync(dataDir)).toBe(false)
     expect(leftovers(dataDir, report.postgresPids[0]!, report.postgresPids)).toEqual([])
     expect(await tryConnect(report.port)).toBe('ECONNREFUSED')
+  })
+
+  it("keeps the host's exit code: a process that used the embedded default and set exitCode 7 exits 7", async () => {
+    const result = await runProbe(undefined, 20_000, 7)
+    expect(result, result.output).toMatchObject({ exitedBy: 'itself', code: 7, signal: null })
   })
 
   it('close() leaves no process, timer or socket behind (postgres:// URL): the host process exits by itself', async () => {
