@@ -16,6 +16,7 @@ import { bulkBenchmarks } from './bulk.bench.js'
 import { auditBenchmarks } from './audit.bench.js'
 import { BENCH_ENCRYPTION, cryptoBenchmarks, encryptedLoadBenchmarks } from './crypto.bench.js'
 import { observabilityBenchmarks } from './observability.bench.js'
+import { scalingBenchmarks } from './scaling.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
@@ -27,6 +28,7 @@ const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchma
   bulkBenchmarks,
   auditBenchmarks,
   observabilityBenchmarks,
+  scalingBenchmarks,
 ]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */

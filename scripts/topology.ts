@@ -196,36 +196,9 @@ export async function startTopology(
 
     let pgbouncerUrl: string | undefined
     if (parts.pgbouncer !== false) {
-      const dir = owned(join(root, 'pgbouncer'))
-      const port = await freePort()
-      writeFileSync(join(dir, 'userlist.txt'), '"postgres" ""\n')
-      writeFileSync(
-        join(dir, 'pgbouncer.ini'),
-        [
-          '[databases]',
-          `* = host=127.0.0.1 port=${primaryPort}`,
-          '[pgbouncer]',
-          'listen_addr = 127.0.0.1',
-          `listen_port = ${port}`,
-          `unix_socket_dir =`,
-          'auth_type = trust',
-          `auth_file = ${join(dir, 'userlist.txt')}`,
-          'pool_mode = transaction',
-          'max_client_conn = 500',
-          'default_pool_size = 20',
-          'ignore_startup_parameters = extra_float_digits,options',
-          `logfile = ${join(dir, 'pgbouncer.log')}`,
-          `pidfile = ${join(dir, 'pgbouncer.pid')}`,
-        ].join('\n'),
-      )
-      const user = runAs()
-      if (user !== undefined) {
-        for (const file of ['userlist.txt', 'pgbouncer.ini']) chownSync(join(dir, file), user.uid, user.gid)
-      }
-      const child = spawnDaemon(PGBOUNCER, [join(dir, 'pgbouncer.ini')])
-      stops.push(() => stopChild(child))
-      pgbouncerUrl = `postgres://postgres@127.0.0.1:${port}/postgres`
-      await waitForPort(pgbouncerUrl, 30_000)
+      const bouncer = await startPgBouncer({ port: primaryPort, dir: owned(join(root, 'pgbouncer')) })
+      stops.push(() => bouncer.stop())
+      pgbouncerUrl = bouncer.url
     }
 
     let redisUrl: string | undefined
@@ -291,6 +264,61 @@ export async function startTopology(
     if (error instanceof Error && logs.length > 0) error.message += `\n${logs.join('\n')}`
     throw error
   }
+}
+
+/**
+ * Starts PgBouncer in transaction mode on a free loopback port in front of the server on `port` (any database;
+ * clients connect without a password, PgBouncer logs in as `user` with `password`). Its URL names the `postgres`
+ * database: change the path for another.
+ */
+export async function startPgBouncer(target: {
+  port: number
+  user?: string
+  password?: string
+  dir?: string
+}): Promise<{ url: string; stop(): Promise<void> }> {
+  if (!existsSync(PGBOUNCER)) throw new Error(`missing program: ${PGBOUNCER}`)
+  const dir = owned(target.dir ?? mkdtempSync(join(tmpdir(), 'wincloud-pgbouncer-')))
+  const port = await freePort()
+  const user = target.user ?? 'postgres'
+  const login = `user=${user}${target.password === undefined ? '' : ` password=${target.password}`}`
+  writeFileSync(join(dir, 'userlist.txt'), `"${user}" ""\n`)
+  writeFileSync(
+    join(dir, 'pgbouncer.ini'),
+    [
+      '[databases]',
+      `* = host=127.0.0.1 port=${target.port} ${login}`,
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      `unix_socket_dir =`,
+      'auth_type = trust',
+      `auth_file = ${join(dir, 'userlist.txt')}`,
+      'pool_mode = transaction',
+      'max_client_conn = 500',
+      'default_pool_size = 20',
+      'ignore_startup_parameters = extra_float_digits,options',
+      `logfile = ${join(dir, 'pgbouncer.log')}`,
+      `pidfile = ${join(dir, 'pgbouncer.pid')}`,
+    ].join('\n'),
+  )
+  const owner = runAs()
+  if (owner !== undefined) {
+    for (const file of ['userlist.txt', 'pgbouncer.ini']) chownSync(join(dir, file), owner.uid, owner.gid)
+  }
+  const child = spawnDaemon(PGBOUNCER, [join(dir, 'pgbouncer.ini')])
+  const url = `postgres://${user}@127.0.0.1:${port}/postgres`
+  const stop = async (): Promise<void> => {
+    await stopChild(child)
+    if (target.dir === undefined) rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    await waitForPort(url, 30_000)
+  } catch (error) {
+    await stop()
+    throw error
+  }
+  return { url, stop }
 }
 
 /** A Redis server of its own: `pause()` freezes it (SIGSTOP: connections stay open, nothing answers). */

@@ -67,7 +67,11 @@ describe('parseConfig', () => {
     [{ observability: { queryTiming: 'yes' } }, 'observability.queryTiming', /true or false/],
     [{ observability: { connectionLeakMs: 1.5 } }, 'observability.connectionLeakMs', /integer/],
     [{ observability: { sampling: 1 } }, 'observability.sampling', /not a known option/],
-    [{ cache: { url: 'redis://x' } }, 'cache', /not supported by this version/],
+    [{ cache: { url: 'redis://x' } }, 'cache.url', /not a known option/],
+    [{ cache: 'redis://x' }, 'cache', /object/],
+    [{ cache: { redis: 'http://x' } }, 'cache.redis', /redis:\/\//],
+    [{ cache: { redis: { port: 0 } } }, 'cache.redis.port', /1 to 65535/],
+    [{ cache: { redis: 'redis://x', ttlSeconds: 0 } }, 'cache.ttlSeconds', /integer from 1/],
     [
       { encryption: { keys: { k1: KEY }, current: 'k1', previousBlindIndexKeys: [KEY] } },
       'encryption.previousBlindIndexKeys',
