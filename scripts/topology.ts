@@ -8,11 +8,11 @@
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
+import { freePort } from '../src/db/embedded-postgres.js'
 
 /** Where Debian puts the PostgreSQL 15 server programs. */
 const PG_BIN = process.env.WINCLOUD_PG_BIN ?? '/usr/lib/postgresql/15/bin'
@@ -47,19 +47,6 @@ export interface Topology {
   /** Waits until the replica has replayed everything the primary has written so far. */
   waitForReplica(timeoutMs?: number): Promise<void>
   stop(): Promise<void>
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 /** PostgreSQL refuses to run as root: as root, run its programs as the `postgres` system user. */
@@ -238,7 +225,7 @@ export async function startTopology(
         await waitForPort(url, 30_000)
       },
       waitForReplica: async (timeoutMs = 10_000) => {
-        const [{ lsn }] = (await query<{ lsn: string }>(primaryUrl, 'select pg_current_wal_lsn()::text as lsn')) as [
+        const [{ lsn }] = (await query<{ lsn: string }>(primaryUrl, 'select pg_current_wal_insert_lsn()::text as lsn')) as [
           { lsn: string },
         ]
         const deadline = Date.now() + timeoutMs

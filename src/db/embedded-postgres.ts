@@ -42,7 +42,8 @@ export interface EmbeddedServer {
   stop(): Promise<void>
 }
 
-async function freePort(): Promise<number> {
+/** A TCP port on 127.0.0.1 that nothing listens on right now. @internal */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.unref()

@@ -91,7 +91,7 @@ export class ReplicaSet {
    * Per actor: the WAL position its last write needs (null while it is being fetched), and the token of the fetch
    * that may fill it in: a fetch started for an earlier write must not answer for a later one.
    */
-  readonly #writes = new Map<string, { position: bigint | null; token: object }>()
+  readonly #writes = new Map<string, { position: bigint | null; token: object; at: number }>()
   /** Positions of actors dropped from the map when it was full: every session read needs them too. */
   #floor = 0n
   #next = 0
@@ -184,9 +184,11 @@ export class ReplicaSet {
     }
     const token = {}
     this.#writes.delete(actor)
-    this.#writes.set(actor, { position: null, token })
+    this.#writes.set(actor, { position: null, token, at: Date.now() })
     this.#primary
-      .raw<{ rows: { lsn: string }[] }>('select pg_current_wal_lsn()::text as lsn')
+      // The insert position, not the write position: with synchronous_commit off the commit record may still be in
+      // the WAL buffers, and a replica that replayed up to the write position would not have it yet.
+      .raw<{ rows: { lsn: string }[] }>('select pg_current_wal_insert_lsn()::text as lsn')
       .then((result) => {
         const position = parseLsn(result.rows[0]?.lsn)
         const entry = this.#writes.get(actor)
@@ -194,7 +196,7 @@ export class ReplicaSet {
         if (position !== undefined && entry?.token === token) entry.position = position
       })
       .catch(() => {
-        // The primary did not answer: the actor keeps reading from it until the entry is cleared.
+        // The primary did not answer: the actor keeps reading from it until the entry expires (a minute).
       })
   }
 
@@ -218,6 +220,11 @@ export class ReplicaSet {
       this.#primaryClient = undefined
     }
     await Promise.all(this.#replicas.map((replica) => this.#checkOne(replica, primaryPosition)))
+    // A position that was never fetched (the primary did not answer) keeps its actor on the primary for a minute.
+    const expired = Date.now() - 60_000
+    for (const [actor, entry] of this.#writes) {
+      if (entry.position === null && entry.at < expired) this.#writes.delete(actor)
+    }
     // Writes every healthy replica has replayed need no tracking any more.
     const healthy = this.#replicas.filter((r) => r.state === 'ok' && r.replay !== undefined)
     if (healthy.length === this.#replicas.length && healthy.length > 0) {

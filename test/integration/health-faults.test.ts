@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -15,6 +14,7 @@ import {
   type HealthReport,
 } from '../../src/index.js'
 import { adminQuery, openTestDatabase } from '../helpers/database.js'
+import { freePort } from '../../src/db/embedded-postgres.js'
 
 /**
  * db.health() and the pool under faults, on a real server: every backend killed under load, the server stopped
@@ -151,19 +151,6 @@ async function waitGone(pids: readonly number[]): Promise<void> {
       [pids],
     )
     return rows[0]!.n === 0 ? true : undefined
-  })
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
   })
 }
 
