@@ -225,9 +225,10 @@ export async function startTopology(
         await waitForPort(url, 30_000)
       },
       waitForReplica: async (timeoutMs = 10_000) => {
-        const [{ lsn }] = (await query<{ lsn: string }>(primaryUrl, 'select pg_current_wal_insert_lsn()::text as lsn')) as [
-          { lsn: string },
-        ]
+        const [{ lsn }] = (await query<{ lsn: string }>(
+          primaryUrl,
+          'select pg_current_wal_insert_lsn()::text as lsn',
+        )) as [{ lsn: string }]
         const deadline = Date.now() + timeoutMs
         for (;;) {
           const [row] = await query<{ caught: boolean }>(
