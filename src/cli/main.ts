@@ -56,7 +56,8 @@ Reads DATABASE_URL unless --url is given.`,
   'rotate-keys': `Usage: wincloud-data rotate-keys [--batch-size <n>] [--url <url>]
 
 Re-encrypts, under the current key, every encrypted value that is under another key or is a Fernet token from the
-Python backend, in batches (default 500 rows, each batch its own transaction), printing progress to stderr. Safe
+Python backend, in batches (default 500 rows, each batch its own transaction), with a progress bar on stderr (a line
+per batch when stderr is not a terminal). Safe
 to stop and run again: it resumes with what is left. Then prints how many values each key protects.
 Reads DATABASE_URL unless --url is given, and the keys from WINCLOUD_ENCRYPTION.`,
   audit: `Usage: wincloud-data audit <verify|enable-chain|purge> [options] [--url <url>]
@@ -75,6 +76,16 @@ interface Io {
   out(line: string): void
   err(line: string): void
   env: NodeJS.ProcessEnv
+  /** Redraws one status line in place (a terminal on stderr); absent when stderr is not a terminal. */
+  status?: (line: string) => void
+}
+
+/** `[########------------]  40%  1,234 / 3,085` */
+function progressBar(done: number, total: number, width = 24): string {
+  const share = total === 0 ? 1 : Math.min(1, done / total)
+  const filled = Math.round(share * width)
+  const percent = `${Math.round(share * 100)}%`.padStart(4)
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${percent}  ${done.toLocaleString('en')} / ${total.toLocaleString('en')}`
 }
 
 function intOption(value: string | undefined, name: string): number | undefined {
@@ -267,14 +278,23 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
           url,
           async (db) => {
             const started = Date.now()
+            // The total for the bar: every value not under the current key (blind indexes are not counted ahead).
+            const before = await db.crypto.keyUsage()
+            const current = (JSON.parse(io.env.WINCLOUD_ENCRYPTION!) as { current?: string }).current
+            const total = Object.entries(before.total)
+              .filter(([key]) => key !== current)
+              .reduce((sum, [, n]) => sum + n, 0)
             const { rotated, reindexed } = await db.crypto.rotate({
               ...(batchSize === undefined ? {} : { batchSize }),
-              onProgress: (p) =>
-                io.err(
-                  `rotating ${p.table}.${p.column}: ${p.rotated} values re-encrypted` +
-                    (p.reindexed > 0 ? `, ${p.reindexed} blind indexes recomputed` : ''),
-                ),
+              onProgress: (p) => {
+                const line =
+                  `${progressBar(p.rotated, total)}  ${p.table}.${p.column}` +
+                  (p.reindexed > 0 ? `, ${p.reindexed} blind indexes recomputed` : '')
+                if (io.status !== undefined) io.status(line)
+                else io.err(line)
+              },
             })
+            io.status?.('')
             io.out(
               `rotated ${rotated} values` +
                 (reindexed > 0 ? `, recomputed ${reindexed} blind indexes` : '') +
@@ -365,6 +385,16 @@ if (require.main === module) {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
     env: process.env,
+    ...(process.stderr.isTTY
+      ? {
+          status: (line: string) => {
+            process.stderr.clearLine(0)
+            process.stderr.cursorTo(0)
+            process.stderr.write(line)
+            if (line === '') process.stderr.cursorTo(0)
+          },
+        }
+      : {}),
   }).then(
     (code) => {
       process.exitCode = code
