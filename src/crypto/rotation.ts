@@ -221,7 +221,8 @@ export function createDatabaseCrypto(
         // values not under the current key. Either way the walk is by id, so a run that stops anywhere is resumed
         // by running it again.
         const reindex = indexColumn !== undefined && ring.previousBlindIndexCount > 0
-        const b = reindex ? quoteIdentifier(indexColumn) : undefined
+        // A rotated value's index is written too: that fills the ones a value from the Python backend never had.
+        const b = indexColumn === undefined ? undefined : quoteIdentifier(indexColumn)
         let after = '00000000-0000-0000-0000-000000000000'
         for (;;) {
           const done = await knex.transaction(async (trx) => {
@@ -240,13 +241,13 @@ export function createDatabaseCrypto(
               const underCurrent = row.value.startsWith(`v1.${ring.currentKeyId}.`)
               if (underCurrent && !reindex) continue
               const plaintext = readStoredValue(ring, row.value, place)
-              const index = reindex ? currentIndex(ring, walked, plaintext) : null
+              const index = currentIndex(ring, walked, plaintext)
               if (underCurrent && index === row.bidx) continue
               ids.push(row.id)
               values.push(underCurrent ? row.value : encryptValue(ring, plaintext, place))
               indexes.push(index)
               if (!underCurrent) rotated += 1
-              if (reindex && index !== row.bidx) reindexed += 1
+              if (b !== undefined && index !== row.bidx) reindexed += 1
             }
             if (ids.length > 0) {
               await trx.raw(

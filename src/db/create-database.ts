@@ -60,7 +60,7 @@ export interface MigrationStatus {
  * ```
  */
 export interface MigrationResult {
-  /** The batch number knex recorded (0 when nothing ran). */
+  /** The batch number knex recorded: for `latest()` with nothing pending, the last one; 0 for an empty `rollback()`. */
   readonly batch: number
   /** The migrations applied or rolled back, in the order they ran. */
   readonly migrations: readonly string[]

@@ -317,7 +317,15 @@ describe('key rotation', () => {
         .where('id', legacy.id)
         .update({ admin_password_ciphertext: fernetEncrypt(fernetKey(fernetText)!, Buffer.from('from-python')) })
       expect((await repo.getById(legacy.id)).adminPassword).toBe('from-python')
-      expect((await db.crypto.keyUsage()).total).toEqual({ k1: 7, fernet: 1 })
+      // The user's API token as Python wrote it too: a Fernet token, and no blind index (Python never made one).
+      await db
+        .knex('users')
+        .where('id', user.id)
+        .update({
+          api_token_ciphertext: fernetEncrypt(fernetKey(fernetText)!, Buffer.from('tok-python')),
+          api_token_bidx: null,
+        })
+      expect((await db.crypto.keyUsage()).total).toEqual({ k1: 6, fernet: 2 })
 
       const { db: next, cleanup: close } = await reopen(db, {
         keys: { k1: KEYS.k1, k2: KEYS.k2 },
@@ -350,7 +358,13 @@ describe('key rotation', () => {
             i === 6 ? 'from-python' : `pw-${i}`,
           )
         }
-        expect((await next.model(User).query().findById(user.id))!.apiToken).toBe('tok-dave')
+        expect((await next.model(User).query().findById(user.id))!.apiToken).toBe('tok-python')
+        // Rotation wrote the token's blind index: it can be looked up now.
+        const found = await next
+          .system('t')
+          .repo(User)
+          .list({ filter: { apiToken: 'tok-python' } })
+        expect(found.map((u) => u.id)).toEqual([user.id])
         // Running it again does nothing; one audit row sums each completed run up.
         expect(await next.crypto.rotate()).toEqual({ rotated: 0, reindexed: 0 })
         const { rows } = await next.knex.raw<{ rows: { metadata: { rotated: number } }[] }>(
