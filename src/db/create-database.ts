@@ -237,7 +237,10 @@ class DatabaseHandle implements Database {
             primary: knex,
             primaryConnection: { ...healthConnection, application_name: monitorName(config.applicationName) },
             replicas: config.replicas.map((replica) => {
-              const settings = knexConfig(config, replica)
+              // A busy replica should not hold a read for the primary's full acquire timeout: after at most a second
+              // the read is retried on the primary and the replica rests until the monitor's next check.
+              const replicaPool = { ...config.pool, acquireTimeoutMs: Math.min(config.pool.acquireTimeoutMs, 1_000) }
+              const settings = knexConfig({ ...config, pool: replicaPool }, replica)
               const replicaKnex = createKnex({ ...settings, migrations: undefined })
               if (config.keyring !== undefined) registerKeyring(replicaKnex, config.keyring)
               return {
