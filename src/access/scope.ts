@@ -760,12 +760,8 @@ export class Scope {
         ? {}
         : {
             wrote: (table: string) => {
-              if (trx !== undefined) {
-                tablesWritten.add(table)
-                return
-              }
-              cache?.invalidate([table])
-              replicas?.noteWrite(actorKey)
+              if (trx !== undefined) tablesWritten.add(table)
+              else settleWrites(env, actorKey, [table])
             },
           }),
       ...(cache === undefined ? {} : { cache: { cache, actor: `${this.role}:${actorKey}` } }),
@@ -833,10 +829,8 @@ export class Scope {
     } finally {
       // The outermost transaction has ended: what it wrote (if it committed) is what the actor reads next.
       if (this.#trx === undefined) {
-        const tables = [...this.#tablesWritten]
+        settleWrites(this.#env, this.actor?.id ?? SYSTEM_ROLE, [...this.#tablesWritten])
         this.#tablesWritten.clear()
-        this.#env.cache?.invalidate(tables)
-        this.#env.replicas?.noteWrite(this.actor?.id ?? SYSTEM_ROLE)
       }
     }
   }
@@ -881,6 +875,16 @@ export function createSystemScope(env: ScopeEnvironment, reason: unknown, option
     ])
   }
   return new Scope(env, undefined, reason, {}, undefined, checkOptions(options))
+}
+
+/**
+ * Writes that have settled outside a transaction (or with the outermost one): the cache drops the tables' values, and
+ * the actor's reads need what it wrote. A transaction with no noted write still counts for read-your-writes: raw SQL
+ * in it (`tx.knex`) may have written.
+ */
+function settleWrites(env: ScopeEnvironment, actor: string, tables: readonly string[]): void {
+  if (tables.length > 0) env.cache?.invalidate(tables)
+  env.replicas?.noteWrite(actor)
 }
 
 function checkOptions(options: unknown): ScopeOptions {

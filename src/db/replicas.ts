@@ -172,14 +172,13 @@ export class ReplicaSet {
   noteWrite(actor: string): void {
     if (this.#replicas.length === 0 || this.#closed) return
     if (this.#writes.size >= MAX_TRACKED_ACTORS && !this.#writes.has(actor)) {
-      // Forget the oldest actor, but not its write: every session read then waits for its position.
-      const [oldest, entry] = this.#writes.entries().next().value as [string, { position: bigint | null }]
-      const position = entry.position
-      this.#writes.delete(oldest)
-      if (position === null) {
-        this.#floor = 2n ** 64n // unknown: everyone reads from the primary until the next check resets it
-      } else if (position > this.#floor) {
-        this.#floor = position
+      // Forget the oldest actor whose position is known, but not its write: every session read then waits for it.
+      // Entries still being fetched stay (there are only as many as fetches in flight).
+      for (const [oldest, { position }] of this.#writes) {
+        if (position === null) continue
+        this.#writes.delete(oldest)
+        if (position > this.#floor) this.#floor = position
+        break
       }
     }
     const token = {}
@@ -232,9 +231,7 @@ export class ReplicaSet {
       for (const [actor, { position }] of this.#writes) {
         if (position !== null && position <= slowest) this.#writes.delete(actor)
       }
-      if (this.#floor <= slowest || (this.#floor === 2n ** 64n && primaryPosition !== undefined)) {
-        this.#floor = this.#floor === 2n ** 64n ? (primaryPosition ?? 0n) : 0n
-      }
+      if (this.#floor <= slowest) this.#floor = 0n
     }
   }
 

@@ -11,8 +11,11 @@ describe('through PgBouncer in transaction mode', () => {
       expect(db.connectionInfo).toContain(`:${via.port}/`)
       const { rows } = await db.knex.raw<{ rows: { port: number }[] }>('select inet_server_port() as port')
       expect(String(rows[0]!.port)).not.toBe(via.port)
-      // Many scopes at once, each in its own transactions: nothing of one leaks into another's (the RLS settings
-      // are transaction-local, and no named prepared statement is ever made).
+      // Many scopes at once, each in its own transactions on whichever server connection PgBouncer hands out: with
+      // rls the actor settings must be transaction-local, or a count would see another actor's rows. (A named
+      // prepared statement would fail here too, as "does not exist" on another server connection; the suites run
+      // through PgBouncer are the evidence for that, not a query of pg_prepared_statements, which sees only the
+      // server connection that answers it.)
       const users = await Promise.all(
         [0, 1, 2, 3, 4, 5].map((i) =>
           db
@@ -38,10 +41,6 @@ describe('through PgBouncer in transaction mode', () => {
         ),
       )
       expect(counts).toEqual(Array.from({ length: 60 }, (_, n) => 3 + (n % users.length)))
-      const prepared = await db.knex.raw<{ rows: { n: number }[] }>(
-        'select count(*)::int as n from pg_prepared_statements',
-      )
-      expect(prepared.rows[0]!.n).toBe(0)
     } finally {
       await cleanup()
     }
