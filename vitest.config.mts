@@ -15,6 +15,7 @@ const THROUGH_PGBOUNCER = [
   'test/integration/rls.test.ts',
   'test/integration/seed.test.ts',
   'test/integration/pgbouncer.test.ts',
+  'test/security/**/*.test.ts',
 ]
 
 // CI installs PgBouncer (a missing one fails the run there); elsewhere the PgBouncer run is skipped, saying so.

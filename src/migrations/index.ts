@@ -2,6 +2,8 @@ import type { Knex } from 'knex'
 import * as initial from './0001-initial.js'
 import * as audit from './0002-audit.js'
 import * as encryptedColumns from './0003-encrypted-columns.js'
+import * as auditChainHardening from './0004-audit-chain-hardening.js'
+import * as legacyTokenInventory from './0005-legacy-token-inventory.js'
 
 /**
  * One migration of the library, as a knex migration source hands it out.
@@ -21,6 +23,8 @@ const MIGRATIONS: readonly LibraryMigration[] = Object.freeze([
   { name: '0001_initial', up: initial.up, down: initial.down },
   { name: '0002_audit', up: audit.up, down: audit.down },
   { name: '0003_encrypted_columns', up: encryptedColumns.up, down: encryptedColumns.down },
+  { name: '0004_audit_chain_hardening', up: auditChainHardening.up, down: auditChainHardening.down },
+  { name: '0005_legacy_token_inventory', up: legacyTokenInventory.up, down: legacyTokenInventory.down },
 ])
 
 /**
