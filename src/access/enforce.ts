@@ -73,7 +73,67 @@ interface KnexStatement {
 }
 interface KnexBuilderInternals {
   _statements: KnexStatement[]
-  _single: { table?: unknown }
+  _single: {
+    table?: unknown
+    insert?: unknown
+    onConflict?: unknown
+    merge?: { updates?: unknown }
+  }
+}
+
+/** The columns of the rows an INSERT writes, in first-seen order (knex keeps them as column → value objects). */
+function insertedColumns(insert: unknown): string[] {
+  const rows = Array.isArray(insert) ? (insert as unknown[]) : [insert]
+  const columns = new Set<string>()
+  for (const row of rows) {
+    if (typeof row !== 'object' || row === null) continue
+    for (const column of Object.keys(row)) columns.add(column)
+  }
+  return [...columns]
+}
+
+const unqualified = (column: string): string => column.slice(column.lastIndexOf('.') + 1)
+
+/**
+ * Keeps a scoped upsert (`insert(…).onConflict(…).merge(…)`) inside its scope: the `DO UPDATE` never writes the id
+ * or the creation time, and for a scope that sees only its own rows never the owner either, and touches only the
+ * scope's own rows (`DO UPDATE … WHERE owner = actor`). A conflict with a row outside the scope then updates
+ * nothing; the statement that runs the upsert turns that into a {@link ConflictError}, as a plain insert's unique
+ * violation would be. `merge()` with no columns merges every inserted column but those.
+ */
+function scopeUpsert(knexBuilder: Knex.QueryBuilder, modelClass: typeof Model, scope: ScopeContext): void {
+  const access = modelAccess(modelClass)
+  const single = (knexBuilder as unknown as KnexBuilderInternals)._single
+  if (single.merge === undefined) return
+  // Merging into an existing row is an update of it.
+  const update = requireAccess(scope, modelClass, 'update')
+  const fixed = new Set(['id', 'created_at'])
+  if (update !== 'all' && access.ownerColumn !== undefined) fixed.add(access.ownerColumn)
+  const refuse = (column: string): never => {
+    throw new ValidationError(`An upsert of a ${access.name} cannot change its ${column}.`, [
+      { field: 'merge', message: `${column} cannot be merged` },
+    ])
+  }
+  const updates = single.merge.updates
+  if (updates === undefined) {
+    const merged = insertedColumns(single.insert).filter((column) => !fixed.has(column))
+    if (merged.length === 0) {
+      throw new ValidationError(`An upsert of a ${access.name} has nothing to merge.`, [
+        { field: 'merge', message: 'no column to merge' },
+      ])
+    }
+    single.merge = { updates: merged }
+  } else {
+    const named = Array.isArray(updates)
+      ? (updates as unknown[]).map(String)
+      : typeof updates === 'object' && updates !== null
+        ? Object.keys(updates)
+        : []
+    for (const column of named) if (fixed.has(unqualified(column))) refuse(unqualified(column))
+  }
+  if (update !== 'all' && access.ownerSql !== undefined) {
+    knexBuilder.whereRaw(`${access.ownerSql} = ?`, [scope.actorId ?? null])
+  }
 }
 
 /**
@@ -93,7 +153,11 @@ export function scopeKnexQuery(builder: ScopedBuilder, knexBuilder: Knex.QueryBu
         ? 'delete'
         : 'read'
   const level = requireAccess(scope, modelClass, action)
-  if (level === 'all' || action === 'create') return
+  if (action === 'create') {
+    scopeUpsert(knexBuilder, modelClass, scope)
+    return
+  }
+  if (level === 'all') return
 
   const access = modelAccess(modelClass)
   const internals = knexBuilder as unknown as KnexBuilderInternals

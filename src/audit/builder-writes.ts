@@ -1,105 +1,335 @@
 import type { Knex } from 'knex'
-import type { ScopeContext } from '../access/enforce.js'
-import { modelAccess, quoteIdentifier } from '../access/model-access.js'
+import { requireAccess, type ScopeContext } from '../access/enforce.js'
+import { modelAccess, quoteIdentifier, type ModelAccess } from '../access/model-access.js'
+import { updateStatementHead } from '../access/writes.js'
+import { ConflictError, ValidationError } from '../errors.js'
 import type { BaseModel } from '../models/base-model.js'
-import { auditInsertSql, auditShape, diffSql, snapshotSql, type ColumnValue } from './recorder.js'
+import { aliasColumns, auditInsertSql, diffSql, resolvedAuditShape, snapshotSql, type AuditShape } from './recorder.js'
 
-/** The part of an objection query builder an audited write reads. */
-export interface AuditedBuilder {
+/**
+ * The parts of a knex query builder (knex 3.1–3.3, PostgreSQL dialect) that a scoped write is compiled from. This
+ * module is the one place that reads them for writes; the read side is access/enforce.ts.
+ */
+interface KnexWriteInternals {
+  _method: string
+  _statements: { grouping: string }[]
+  _single: {
+    table?: unknown
+    insert?: unknown
+    update?: Record<string, unknown>
+    updateFrom?: unknown
+    returning?: unknown
+    onConflict?: unknown
+    merge?: { updates?: unknown }
+    ignore?: unknown
+  }
+  client: { queryBuilder(): Knex.QueryBuilder; raw(sql: string): Knex.Raw }
+  toSQL(): Sql
+}
+
+/** A query as knex compiles it for PostgreSQL, with its RETURNING list. */
+type Sql = Knex.Sql & { returning?: unknown }
+
+/** A compiled query as knex runs it: SQL, bindings, and how to turn the response into the result. */
+interface CompiledQuery extends Sql {
+  output?: (response: { rows: Record<string, unknown>[] }) => unknown
+}
+
+/** The part of an objection query builder a scoped write is compiled from. @internal */
+export interface ScopedWriteBuilder {
   modelClass(): unknown
   isInsert(): boolean
   isUpdate(): boolean
   isDelete(): boolean
-  toKnexQuery(): Knex.QueryBuilder
 }
 
-interface KnexInternals {
-  _statements: { grouping: string }[]
-  _single: { table?: unknown }
+/** `returning` as knex keeps it → a select list over the CTE `from`. */
+function returnedColumns(returning: unknown, from: string): string {
+  const list = returning === undefined ? [] : Array.isArray(returning) ? (returning as unknown[]) : [returning]
+  if (list.length === 0 || list.some((c) => c === '*' || (typeof c === 'string' && c.endsWith('.*')))) {
+    return `${from}.*`
+  }
+  return list
+    .map((c) => {
+      const name = String(c)
+      return `${from}.${quoteIdentifier(name.slice(name.lastIndexOf('.') + 1))}`
+    })
+    .join(', ')
 }
-
-const fromJsonb: ColumnValue = (column) => `(old.row -> '${column.replace(/'/g, "''")}')`
 
 /**
- * Runs a scoped objection write (`repo.query().patch(…)`, `.delete()`, `.insert(…)`) with its audit rows, in the
- * transaction `trx`: for updates and deletes, the rows the write will touch are read and locked first (the same
- * where clauses, scope included), as jsonb; after the write, one audit row per changed or deleted row is written
- * by one INSERT that compares the kept values with the table. Inserts are audited from the rows they created.
+ * Compiles the statement without its RETURNING clause, and with `where` (SQL, no bindings) added to its where
+ * clauses when given; the builder is left as it was.
+ */
+function withoutReturning(internals: KnexWriteInternals, compile: () => Sql, where?: Knex.Raw): Sql {
+  const returning = internals._single.returning
+  const statements = internals._statements
+  internals._single.returning = undefined
+  if (where !== undefined)
+    internals._statements = [
+      ...statements,
+      { grouping: 'where', type: 'whereRaw', value: where, bool: 'and', not: false } as never,
+    ]
+  try {
+    return compile()
+  } finally {
+    internals._single.returning = returning
+    internals._statements = statements
+  }
+}
+
+const unqualified = (column: string): string => column.slice(column.lastIndexOf('.') + 1)
+
+/**
+ * Turns the knex query of a scoped write (`repo.query().patch(…)`, `.update(…)`, `.delete()`, `.insert(…)`, with
+ * `onConflict(…).merge()` / `.ignore()`) into one statement that writes and audits: the rows an UPDATE changes are
+ * locked and read in a CTE, updated from it, and one audit row per changed row is inserted from the UPDATE's own
+ * RETURNING; a DELETE and an INSERT are audited from their RETURNING the same way. No other transaction can come
+ * between the write and its audit rows, because they are one statement on one snapshot.
+ *
+ * An upsert's rows are audited as what happened to each: `create` for inserted rows, `update` (old values from a
+ * locking read of the conflicting rows) for merged ones. When a scope that sees only its own rows merges into a row
+ * it does not own, the `DO UPDATE` (narrowed by access/enforce.ts) leaves that row alone and returns nothing for
+ * it: that is a {@link ConflictError}, as a plain insert's unique violation would be. The caller runs upserts in a
+ * transaction or savepoint so that error leaves nothing behind.
+ *
+ * Called when objection builds the knex query (after scoping), for writes of scoped queries; models that are not
+ * audited are left as they are, but for the upsert check.
  *
  * @internal
  */
-export async function auditedBuilderWrite<R>(
-  builder: AuditedBuilder,
-  trx: Knex.Transaction,
-  scope: ScopeContext,
-  write: () => Promise<R>,
-): Promise<R> {
+export function compileScopedWrite(builder: ScopedWriteBuilder, knexBuilder: Knex.QueryBuilder, scope: ScopeContext) {
   const model = builder.modelClass() as typeof BaseModel
   const access = modelAccess(model)
-  const shape = await auditShape(trx, model, access)
-  const table = access.tableSql
-  if (builder.isInsert()) {
-    const result = await write()
-    const rows = (Array.isArray(result) ? result : [result]) as ({ id?: unknown } | undefined)[]
-    const ids = rows.map((row) => row?.id).filter((id): id is string => typeof id === 'string')
-    if (ids.length > 0) {
-      const audit = auditInsertSql(
-        shape,
-        scope.audit,
-        'create',
-        snapshotSql(shape, (column) => `created.${quoteIdentifier(column)}`, 'to'),
-        `${table} as created`,
-        'created.id',
-      )
-      await trx.raw(`${audit.sql} and created.id = any(?::uuid[])`, [...audit.bindings, ids] as Knex.RawBinding[])
-    }
-    return result
+  const internals = knexBuilder as unknown as KnexWriteInternals
+  const shape = model.audited ? resolvedAuditShape(access) : undefined
+  const method = internals._method
+  const merge = method === 'insert' && internals._single.merge !== undefined
+  if (shape === undefined && !merge) return
+  if (shape !== undefined && method !== 'insert' && method !== 'update' && method !== 'del') {
+    throw new ValidationError(
+      `A scoped ${access.name} write through query() must be an insert, patch, update or delete.`,
+      [{ field: 'query', message: `${method} is not audited; use patch with a raw value` }],
+    )
   }
+  const prototype = Object.getPrototypeOf(knexBuilder) as { toSQL(this: Knex.QueryBuilder): Sql }
+  const compile = (): Sql => prototype.toSQL.call(knexBuilder)
+  const rewrite = (): CompiledQuery => {
+    const original = compile()
+    if (shape === undefined) return { ...original, output: upsertOutput(internals, access, original) }
+    if (method === 'insert') return insertStatement(model, internals, access, scope, shape, original, compile)
+    if (method === 'update') return updateStatement(internals, access, scope, shape, original)
+    return deleteStatement(internals, access, scope, shape, original, compile)
+  }
+  ;(knexBuilder as unknown as { toSQL: () => CompiledQuery }).toSQL = rewrite
+}
 
-  // The rows the write is about to touch, locked, as jsonb text (no number loses precision on the way).
-  const built = builder.toKnexQuery() as unknown as KnexInternals
-  const select = trx
-    .queryBuilder()
-    .from(access.table)
-    .select(trx.raw(`to_jsonb(${table})::text as row`))
-    .forNoKeyUpdate()
-  ;(select as unknown as KnexInternals)._statements.push(...built._statements.filter((s) => s.grouping === 'where'))
-  let before: { row: string }[]
-  try {
-    before = (await select) as { row: string }[]
-  } catch (selectError) {
-    // The write would fail on the same where clauses, but objection checks its input first: let a refused patch
-    // (ValidationError, ForbiddenError) win, as it does without auditing. Any SQL it sends now fails with 25P02.
-    try {
-      await write()
-    } catch (writeError) {
-      const { code, nativeError } = writeError as { code?: unknown; nativeError?: { code?: unknown } }
-      if (code !== '25P02' && nativeError?.code !== '25P02') throw writeError
-    }
-    throw selectError
-  }
-  const result = await write()
-  if (before.length === 0) return result
-  const old = `unnest(?::text[]) as old_text(text), lateral (select old_text.text::jsonb as row) old`
-  const columns = shape.columns.map((c) => c.column)
-  const audit = builder.isDelete()
-    ? auditInsertSql(shape, scope.audit, 'delete', snapshotSql(shape, fromJsonb, 'from'), old, `(old.row ->> 'id')`)
-    : auditInsertSql(
-        shape,
-        scope.audit,
-        'update',
-        diffSql(
-          shape,
-          columns,
-          fromJsonb,
-          (column) => `coalesce(to_jsonb(changed.${quoteIdentifier(column)}), 'null'::jsonb)`,
-        ),
-        `${old} join ${table} as changed on changed.id = (old.row ->> 'id')::uuid`,
-        'changed.id',
+/** The number of rows an INSERT is given. */
+function insertedRowCount(internals: KnexWriteInternals): number {
+  const insert = internals._single.insert
+  return Array.isArray(insert) ? insert.length : 1
+}
+
+/** A merge that returned fewer rows than it was given met rows outside the scope: a conflict, as a plain insert. */
+function upsertOutput(internals: KnexWriteInternals, access: ModelAccess, original: Sql) {
+  const expected = insertedRowCount(internals)
+  const conflict = conflictColumns(internals) ?? []
+  return (response: { rows: Record<string, unknown>[]; rowCount?: number | null }): unknown => {
+    const returned = response.rows.length
+    if (returned < expected) {
+      throw new ConflictError(
+        `A row of ${access.table} with the same ${conflict.join(', ') || 'key'} already exists (unique constraint).`,
+        'unique',
+        access.table,
+        conflict,
+        undefined,
       )
-  const gone = builder.isDelete()
-    ? ` and not exists (select from ${table} as kept where kept.id = (old.row ->> 'id')::uuid)`
-    : ''
-  await trx.raw(`${audit.sql}${gone}`, [...audit.bindings, before.map((b) => b.row)] as Knex.RawBinding[])
-  return result
+    }
+    return original.returning === undefined ? response.rowCount : response.rows
+  }
+}
+
+/** The conflict target of an upsert as plain column names, or undefined when it is an expression. */
+function conflictColumns(internals: KnexWriteInternals): string[] | undefined {
+  const target = internals._single.onConflict
+  const list = typeof target === 'string' ? [target] : Array.isArray(target) ? (target as unknown[]) : undefined
+  if (list === undefined || list.length === 0 || list.some((c) => typeof c !== 'string')) return undefined
+  return (list as string[]).map(unqualified)
+}
+
+function insertStatement(
+  model: typeof BaseModel,
+  internals: KnexWriteInternals,
+  access: ModelAccess,
+  scope: ScopeContext,
+  shape: AuditShape,
+  original: Sql,
+  compile: () => Sql,
+): CompiledQuery {
+  const t = access.tableSql
+  const merge = internals._single.merge
+  // The conflicting rows must be read and locked before the upsert updates them (a row this statement updated can
+  // no longer be locked by it): the DO UPDATE's condition reads the `old` CTE once, at the first conflict.
+  const base = withoutReturning(
+    internals,
+    compile,
+    merge === undefined ? undefined : internals.client.raw('(select count(*) from old) >= 0'),
+  )
+  const parts: string[] = []
+  const bindings: unknown[] = []
+  let merged: string[] = []
+  if (merge !== undefined) {
+    // The rows the upsert may merge into, locked and kept as they were: the `from` side of their audit rows.
+    const conflict = conflictColumns(internals)
+    if (conflict === undefined) {
+      throw new ValidationError(`A scoped upsert of a ${access.name} must name its conflict columns.`, [
+        { field: 'onConflict', message: 'must be column names' },
+      ])
+    }
+    const rows = (
+      Array.isArray(internals._single.insert) ? internals._single.insert : [internals._single.insert]
+    ) as Record<string, unknown>[]
+    const tuple = (row: Record<string, unknown>): string =>
+      `(${conflict
+        .map((column) => {
+          bindings.push(row[column] ?? null)
+          return `?::${shape.types.get(column) ?? 'text'}`
+        })
+        .join(', ')})`
+    const values = rows.map(tuple).join(', ')
+    let where = `(${conflict.map((c) => `${t}.${quoteIdentifier(c)}`).join(', ')}) in (values ${values})`
+    if (access.ownerSql !== undefined && requireAccess(scope, model, 'update') !== 'all') {
+      where += ` and ${access.ownerSql} = ?`
+      bindings.push(scope.actorId)
+    }
+    parts.push(`old as (select ${t}.* from ${t} where ${where} order by ${access.idSql} for no key update)`)
+    const updates = merge.updates
+    merged = (
+      Array.isArray(updates)
+        ? (updates as unknown[]).map(String)
+        : typeof updates === 'object' && updates !== null
+          ? Object.keys(updates)
+          : []
+    ).map(unqualified)
+  }
+  parts.push(`created as (${base.sql} returning ${t}.*, (${t}.xmax = 0) as wincloud_inserted)`)
+  bindings.push(...base.bindings)
+  const created = auditInsertSql(
+    shape,
+    scope.audit,
+    'create',
+    snapshotSql(shape, aliasColumns('created'), 'to'),
+    'created',
+    'created.id',
+  )
+  parts.push(`audit_created as (${created.sql} and created.wincloud_inserted)`)
+  bindings.push(...created.bindings)
+  if (merge !== undefined) {
+    const updated = auditInsertSql(
+      shape,
+      scope.audit,
+      'update',
+      diffSql(
+        shape,
+        merged.filter((c) => c !== 'updated_at'),
+        aliasColumns('old'),
+        aliasColumns('created'),
+      ),
+      'created left join old on old.id = created.id',
+      'created.id',
+    )
+    parts.push(`audit_updated as (${updated.sql} and not created.wincloud_inserted)`)
+    bindings.push(...updated.bindings)
+  }
+  const statement: CompiledQuery = {
+    ...original,
+    sql: `with ${parts.join(', ')} select ${returnedColumns(original.returning, 'created')} from created`,
+    bindings: bindings as Knex.Sql['bindings'],
+  }
+  if (merge !== undefined) statement.output = upsertOutput(internals, access, original)
+  else statement.output = (response) => response.rows
+  return statement
+}
+
+function updateStatement(
+  internals: KnexWriteInternals,
+  access: ModelAccess,
+  scope: ScopeContext,
+  shape: AuditShape,
+  original: Sql,
+): CompiledQuery {
+  if (internals._single.updateFrom !== undefined) {
+    throw new ValidationError(`A scoped ${access.name} update through query() may not use updateFrom.`, [
+      { field: 'query', message: 'updateFrom is not allowed in audited scoped writes' },
+    ])
+  }
+  const client = internals.client
+  // The SET list, compiled on its own: `update "t" set "a" = ?, "b" = ?`.
+  const set = client
+    .queryBuilder()
+    .table(access.table)
+    .update(internals._single.update ?? {})
+    .toSQL()
+  const setAt = set.sql.indexOf(' set ')
+  // The where clauses (the caller's, scope included), compiled on a SELECT of the same table.
+  const select = client.queryBuilder().from(access.table).select(client.raw('1'))
+  ;(select as unknown as KnexWriteInternals)._statements.push(
+    ...internals._statements.filter((s) => s.grouping === 'where'),
+  )
+  const selected = select.toSQL()
+  const fromAt = selected.sql.indexOf(' from ')
+  const columns = Object.keys(internals._single.update ?? {}).map(unqualified)
+  const head = updateStatementHead(
+    { model: undefined as never, access, context: scope, runner: undefined as never },
+    shape,
+    {
+      columns,
+      set: set.sql.slice(setAt + ' set '.length),
+      setBindings: set.bindings,
+      lockedFrom: selected.sql.slice(fromAt + 1),
+      lockedBindings: selected.bindings,
+      returnAll: true,
+    },
+  )
+  return countOrRows(original, head.sql, head.bindings, 'changed')
+}
+
+function deleteStatement(
+  internals: KnexWriteInternals,
+  access: ModelAccess,
+  scope: ScopeContext,
+  shape: AuditShape,
+  original: Sql,
+  compile: () => Sql,
+): CompiledQuery {
+  const base = withoutReturning(internals, compile)
+  const audit = auditInsertSql(
+    shape,
+    scope.audit,
+    'delete',
+    snapshotSql(shape, aliasColumns('deleted'), 'from'),
+    'deleted',
+    'deleted.id',
+  )
+  return countOrRows(
+    original,
+    `with deleted as (${base.sql} returning ${access.tableSql}.*), audit as (${audit.sql}) `,
+    [...base.bindings, ...audit.bindings],
+    'deleted',
+  )
+}
+
+/** `<head> select …`: the rows the caller asked for with `returning`, or the number of rows written. */
+function countOrRows(original: Sql, head: string, bindings: readonly unknown[], from: string): CompiledQuery {
+  const returning = original.returning
+  const tail =
+    returning === undefined
+      ? `select count(*)::int as count from ${from}`
+      : `select ${returnedColumns(returning, from)} from ${from}`
+  return {
+    ...original,
+    sql: `${head}${tail}`,
+    bindings: bindings as Knex.Sql['bindings'],
+    output: (response) => (returning === undefined ? (response.rows[0]?.count ?? 0) : response.rows),
+  }
 }

@@ -46,6 +46,17 @@ export interface AuditShape {
 }
 
 const shapes = new WeakMap<ModelAccess, Promise<AuditShape>>()
+const resolved = new WeakMap<ModelAccess, AuditShape>()
+
+/**
+ * The audit shape of a model when {@link auditShape} has read it already, for code that must be synchronous (a
+ * query being compiled); undefined otherwise.
+ *
+ * @internal
+ */
+export function resolvedAuditShape(access: ModelAccess): AuditShape | undefined {
+  return resolved.get(access)
+}
 
 /** `AuditLog` → `audit_log`, `Droplet` → `droplet`. */
 export function entityTypeOf(model: { readonly name: string }): string {
@@ -90,11 +101,13 @@ export function auditShape(
             const name = parsed === undefined ? row.name : (Object.keys(parsed)[0] ?? row.name)
             return Object.freeze({ column: row.name, property: name, secret: secret.has(name) })
           })
-        return Object.freeze({
+        const shape: AuditShape = Object.freeze({
           entityType: entityTypeOf(model),
           columns: Object.freeze(columns),
           types: new Map(result.rows.map((row) => [row.name, row.type])),
         })
+        resolved.set(access, shape)
+        return shape
       })
     shapes.set(access, shape)
     shape.catch(() => shapes.delete(access))

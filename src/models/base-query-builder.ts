@@ -2,7 +2,10 @@ import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
 import { SCOPE_KEY, scopeKnexQuery, scopeOf, type ScopeContext } from '../access/enforce.js'
 import { toDataError } from '../db/driver-errors.js'
-import { auditedBuilderWrite } from '../audit/builder-writes.js'
+import { compileScopedWrite } from '../audit/builder-writes.js'
+import { auditShape } from '../audit/recorder.js'
+import { modelAccess } from '../access/model-access.js'
+import type { BaseModel } from './base-model.js'
 
 type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
 const objectionMethods = QueryBuilder.prototype as unknown as Record<
@@ -38,7 +41,10 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
   executeOnBuildKnex(knexBuilder: Knex.QueryBuilder): Knex.QueryBuilder {
     const built = objectionExecuteOnBuildKnex.call(this, knexBuilder)
     const scope = scopeOf(this.context())
-    if (scope !== undefined) scopeKnexQuery(this, built, scope)
+    if (scope !== undefined) {
+      scopeKnexQuery(this, built, scope)
+      if (this.isInsert() || this.isUpdate() || this.isDelete()) compileScopedWrite(this, built, scope)
+    }
     return built
   }
 
@@ -54,8 +60,8 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
   /**
    * Runs one of objection's executing methods with the library's errors. Under row-level security outside a
    * transaction, it runs inside a transaction that carries the scope's settings (eager child queries included).
-   * A scoped write of an audited model (`repo.query().patch(…)`, `.delete()`, `.insert(…)`) runs in a transaction
-   * with its audit rows.
+   * A scoped write of an audited model (`repo.query().patch(…)`, `.delete()`, `.insert(…)`) is one statement with
+   * its audit rows (see audit/builder-writes.ts); an upsert runs in a transaction (or savepoint) of its own.
    */
   async #run(method: 'execute' | 'resultSize'): Promise<unknown> {
     const scope = scopeOf(this.context())
@@ -73,28 +79,23 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
     const objection = objectionMethods[method]
     try {
       if (scope === undefined) return await objection.call(this)
-      const write =
-        method === 'execute' &&
-        (this.isInsert() || this.isUpdate() || this.isDelete()) &&
-        (this.modelClass() as unknown as { audited?: unknown }).audited === true
+      const write = method === 'execute' && (this.isInsert() || this.isUpdate() || this.isDelete())
+      const model = this.modelClass() as unknown as typeof BaseModel
+      // The write is compiled synchronously into one statement with its audit rows: it needs the model's audit shape.
+      if (write && model.audited) await auditShape(this.knex(), model, modelAccess(model))
+      // An upsert that meets a row outside the scope fails after its statement ran: it needs a transaction to undo.
+      const upsert = write && this.isInsert() && this.has('merge')
       const needsRls = scope.rlsSql !== undefined && !scope.inTransaction
-      if (!write && !needsRls) return await objection.call(this)
-      const current = this.knex() as Knex & { isTransaction?: boolean }
-      if (!needsRls && current.isTransaction === true) {
-        return await auditedBuilderWrite(this, current as Knex.Transaction, scope, () => objection.call(this))
-      }
-      const rlsSql = scope.rlsSql
-      return await this.modelClass()
-        .knex()
-        .transaction(async (trx) => {
-          if (needsRls && rlsSql !== undefined) await trx.raw(rlsSql)
-          const inner = this.clone()
-            .transacting(trx)
-            .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
-          return write
-            ? await auditedBuilderWrite(inner, trx, scope, () => objection.call(inner))
-            : await objection.call(inner)
-        })
+      if (!upsert && !needsRls) return await objection.call(this)
+      const rlsSql = needsRls ? scope.rlsSql : undefined
+      // In a transaction already, a savepoint; otherwise a transaction that carries the scope's settings.
+      return await this.knex().transaction(async (trx) => {
+        if (rlsSql !== undefined) await trx.raw(rlsSql)
+        const inner = this.clone()
+          .transacting(trx)
+          .context({ ...(this.context() as object), [SCOPE_KEY]: { ...scope, inTransaction: true } })
+        return await objection.call(inner)
+      })
     } catch (error) {
       throw toDataError(error)
     }
