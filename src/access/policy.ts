@@ -138,7 +138,17 @@ export function checkPermissions(value: unknown, field: string): RolePermissions
       ])
     }
   }
-  return Object.freeze({ ...(value as RolePermissions) })
+  return Object.freeze(Object.assign(Object.create(null) as Record<string, AccessLevel>, value as RolePermissions))
+}
+
+/**
+ * The value of a name in a table of roles or actions, found only as an own property: role names come from callers,
+ * and `constructor`, `__proto__` or `toString` must not find what every object inherits.
+ *
+ * @internal
+ */
+export function ownEntry<T>(table: Readonly<Record<string, T>> | undefined, name: string): T | undefined {
+  return table !== undefined && table !== null && Object.hasOwn(table, name) ? table[name] : undefined
 }
 
 /**
@@ -159,7 +169,8 @@ export function checkPermissions(value: unknown, field: string): RolePermissions
  * ```
  */
 export function definePolicy(definition: PolicyDefinition): Policy {
-  const roles: Record<string, RolePermissions> = {}
+  // No prototype: a role is found only if the policy names it (`constructor` is not a role here).
+  const roles: Record<string, RolePermissions> = Object.create(null) as Record<string, RolePermissions>
   for (const [role, permissions] of Object.entries(definition.roles ?? {})) {
     roles[role] = checkPermissions(permissions, `policy.roles.${role}`)
   }
@@ -200,10 +211,12 @@ export function accessLevel(
 ): AccessLevel {
   if (role === SYSTEM_ROLE) return 'all'
   if (policy === undefined) return role === 'admin' ? 'all' : 'none'
-  // A role the policy names gets exactly what the policy says; others fall back to their configured defaults.
-  const permissions = policy.roles[role] ?? roles[role]
-  const level = permissions?.[action] ?? 'none'
-  return level === 'own' && policy.owner === undefined ? 'none' : level
+  // A role the policy names gets exactly what the policy says; others fall back to their configured defaults. Names
+  // are looked up as own properties only, and anything but a known level is no access.
+  const permissions = ownEntry(policy.roles, role) ?? ownEntry(roles, role)
+  const level: unknown = ownEntry(permissions, action)
+  if (level === 'all') return 'all'
+  return level === 'own' && policy.owner !== undefined ? 'own' : 'none'
 }
 
 /**

@@ -50,13 +50,32 @@ export type LoginListener = (attempt: LoginAttempt) => void | Promise<void>
 export interface Auth {
   /**
    * Finds the user by email or username (case-insensitive) and checks the password. Inactive users, unknown
-   * users and wrong passwords all fail with the same {@link AuthenticationError}, and an unknown user takes as
-   * long as a wrong password. A legacy bcrypt hash, or a scrypt hash with old settings, is replaced by a fresh
-   * scrypt hash on success.
+   * users, wrong passwords and malformed input (a login name that is not a string, is empty, is longer than 320
+   * characters or holds a NUL or a lone surrogate; a password that is not a string) all fail with the same
+   * {@link AuthenticationError}, and an unknown user takes as long as a wrong password. A legacy bcrypt hash, or a
+   * scrypt hash with old settings, is replaced by a fresh scrypt hash on success; a bcrypt hash stays when the
+   * password that verified has 72 UTF-8 bytes or more, because bcrypt checked only its first 72.
    */
   login(login: string, password: string, meta?: RequestMeta): Promise<User>
   /** Adds a listener of every attempt (the audit log uses this); returns a function that removes it. */
   onLoginAttempt(listener: LoginListener): () => void
+}
+
+const MAX_LOGIN_LENGTH = 320
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/**
+ * Whether a login name is one a user could have, so it is worth a lookup. Anything else (not a string, empty, too
+ * long, a NUL that PostgreSQL text cannot hold, a lone surrogate that UTF-8 cannot encode) matches no user.
+ */
+function isLoginName(value: unknown): value is string {
+  return (
+    typeof value === 'string' &&
+    value.length > 0 &&
+    value.length <= MAX_LOGIN_LENGTH &&
+    !value.includes('\0') &&
+    !LONE_SURROGATE.test(value)
+  )
 }
 
 /** @internal */
@@ -66,10 +85,9 @@ export function createAuth(knex: Knex, BoundUser: typeof User, hashOptions: Pass
   const dummy = (): Promise<string> => (dummyHash ??= hashPassword(`dummy-${Math.random()}`, hashOptions))
 
   const login = async (loginName: string, password: string, meta: RequestMeta = {}): Promise<User | undefined> => {
-    if (typeof loginName !== 'string' || loginName.length === 0 || loginName.length > 320) {
-      throw new AuthenticationError()
-    }
-    if (typeof password !== 'string') throw new AuthenticationError()
+    // Malformed input fails here, before the lookup, with the error of a wrong password and no audit row: what
+    // fails here depends on the input alone, never on which users exist.
+    if (!isLoginName(loginName) || typeof password !== 'string') throw new AuthenticationError()
     try {
       return await knex.transaction(async (trx) => {
         const column = loginName.includes('@') ? 'email' : 'username'
@@ -79,8 +97,9 @@ export function createAuth(knex: Knex, BoundUser: typeof User, hashOptions: Pass
         const reason: LoginAttempt['reason'] =
           user === undefined ? 'unknown-user' : !valid ? 'wrong-password' : !user.isActive ? 'inactive' : 'ok'
         // A legacy or outdated hash is replaced first, so listeners (the audit row, which may hold the audit
-        // chain's lock until commit) run after the one slow step.
-        if (reason === 'ok' && user !== undefined && passwordNeedsRehash(user.passwordHash, hashOptions)) {
+        // chain's lock until commit) run after the one slow step. A bcrypt hash that a password of 72 bytes or more
+        // matched stays: bcrypt checked only the first 72, and a hash of what was typed could lock out the real one.
+        if (reason === 'ok' && user !== undefined && passwordNeedsRehash(user.passwordHash, hashOptions, password)) {
           const fresh = await hashPassword(password, hashOptions)
           await BoundUser.query(trx)
             .patch({ passwordHash: fresh })

@@ -182,7 +182,8 @@ export interface ResolvedConfig {
   readonly cache: CacheConfig | undefined
 }
 
-const PLANNED: Record<string, string> = {}
+/** Options of a later version, by name, with what to use meanwhile. A Map: option names come from callers. */
+const PLANNED = new Map<string, string>()
 
 const TOP_LEVEL = new Set([
   'connection',
@@ -281,14 +282,14 @@ export function parseConfig(input: unknown): ResolvedConfig {
   if (!isPlainObject(input)) throw new ConfigError('config', 'must be an object.')
   for (const key of Object.keys(input)) {
     if (TOP_LEVEL.has(key)) continue
-    const planned = PLANNED[key]
+    const planned = PLANNED.get(key)
     if (planned !== undefined) {
       throw new ConfigError(key, `is not supported by this version of @wincloud/data yet (${planned}).`)
     }
     throw new ConfigError(key, `is not a known option (expected one of: ${[...TOP_LEVEL].join(', ')}).`)
   }
 
-  const connection = 'connection' in input ? parseConnection(input.connection) : undefined
+  const connection = Object.hasOwn(input, 'connection') ? parseConnection(input.connection) : undefined
 
   const poolInput = input.pool ?? {}
   if (!isPlainObject(poolInput)) throw new ConfigError('pool', 'must be an object.')
@@ -326,7 +327,11 @@ export function parseConfig(input: unknown): ResolvedConfig {
     throw new ConfigError('embedded', 'only applies when connection is omitted.')
   }
 
-  const roles: Record<string, RolePermissions> = { ...DEFAULT_ROLES }
+  // No prototype: an actor's role is found only if it was configured (`constructor` is not a role here).
+  const roles: Record<string, RolePermissions> = Object.assign(
+    Object.create(null) as Record<string, RolePermissions>,
+    DEFAULT_ROLES,
+  )
   if (input.roles !== undefined) {
     if (!isPlainObject(input.roles)) throw new ConfigError('roles', 'must be an object of role names.')
     for (const [role, permissions] of Object.entries(input.roles)) {

@@ -43,4 +43,27 @@ describe('passwords', () => {
     expect(passwordNeedsRehash(hash)).toBe(true)
     expect(passwordNeedsRehash('$2b$12$legacy')).toBe(true)
   })
+
+  it('keeps a bcrypt hash that a password of 72 UTF-8 bytes or more verified (bcrypt checked only 72)', () => {
+    const bcrypt = `$2b$04$${'a'.repeat(53)}`
+    expect(passwordNeedsRehash(bcrypt)).toBe(true)
+    expect(passwordNeedsRehash(bcrypt, fast, 'x'.repeat(71))).toBe(true)
+    expect(passwordNeedsRehash(bcrypt, fast, 'x'.repeat(72))).toBe(false)
+    expect(passwordNeedsRehash(bcrypt, fast, 'ü'.repeat(36))).toBe(false)
+    expect(passwordNeedsRehash(bcrypt, fast, 'pw\0pw')).toBe(false)
+  })
+
+  it('refuses to hash, and never verifies, a password with a NUL or a lone surrogate', async () => {
+    for (const bad of ['pw\0', '\0', 'p\uD800w', '\uDC00']) {
+      await expect(hashPassword(bad, fast)).rejects.toBeInstanceOf(ValidationError)
+    }
+    // HMAC pads short keys with zero bytes, so scrypt alone would take "pw\0" for "pw".
+    const hash = await hashPassword('pw', fast)
+    expect(await verifyPassword('pw', hash)).toBe(true)
+    expect(await verifyPassword('pw\0', hash)).toBe(false)
+    expect(await verifyPassword('pw\0\0', hash)).toBe(false)
+    const replaced = await hashPassword('p\uFFFDw', fast)
+    expect(await verifyPassword('p\uFFFDw', replaced)).toBe(true)
+    expect(await verifyPassword('p\uD800w', replaced)).toBe(false)
+  })
 })
