@@ -52,7 +52,11 @@ export type {
   EncryptColumnProgress,
   EncryptedModel,
   KeyUsage,
+  LegacyInventoryProgress,
+  LegacyInventoryResult,
+  LegacyTokenRefusal,
   RotationProgress,
+  RotationResult,
 } from './crypto/rotation.js'
 export type { BlindIndexOptions, BlindIndexNormalization } from './crypto/blind-index.js'
 

@@ -19,6 +19,7 @@ Commands:
   audit verify        check the audit log's hash chain; exit 3 names the first tampered row
   audit enable-chain  turn the audit log's hash chain on (for good)
   audit purge         delete audit rows older than --before, recording that it did (--reason)
+  inventory-legacy    record where each Fernet token of the Python backend is (right after importing)
   rotate-keys         re-encrypt every encrypted value under the current key, with progress
   health              print the health report; exit 3 when the database is unhealthy
 
@@ -59,7 +60,17 @@ Re-encrypts, under the current key, every encrypted value that is under another 
 Python backend, in batches (default 500 rows, each batch its own transaction), with a progress bar on stderr (a line
 per batch when stderr is not a terminal). Safe
 to stop and run again: it resumes with what is left. Then prints how many values each key protects.
+A Fernet token is re-encrypted only where inventory-legacy recorded it; the others are left as they are and listed
+on stderr with the reason.
 Reads DATABASE_URL unless --url is given, and the keys from WINCLOUD_ENCRYPTION.`,
+  'inventory-legacy': `Usage: wincloud-data inventory-legacy [--batch-size <n>] [--reopen] [--url <url>]
+
+Records the place (table, column, row) of every Fernet token from the Python backend, as a keyed digest, so that
+rotate-keys makes envelopes only of tokens still where they were found. Run it right after importing the Python
+backend's data, before anyone else can write to the database: it trusts the rows as they are. Safe to stop and run
+again; once it has completed, later runs record nothing new unless --reopen is given (only for a second import).
+Needs blindIndexKey and legacyFernetKeys in WINCLOUD_ENCRYPTION.
+Reads DATABASE_URL unless --url is given.`,
   audit: `Usage: wincloud-data audit <verify|enable-chain|purge> [options] [--url <url>]
 
   verify         walk the hash chain, recomputing every hash; prints how many rows were checked.
@@ -210,6 +221,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
         'droplets-per-user': { type: 'string' },
         before: { type: 'string' },
         'batch-size': { type: 'string' },
+        reopen: { type: 'boolean' },
         reason: { type: 'string' },
         'timeout-ms': { type: 'string' },
         exact: { type: 'boolean' },
@@ -284,7 +296,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
             const total = Object.entries(before.total)
               .filter(([key]) => key !== current)
               .reduce((sum, [, n]) => sum + n, 0)
-            const { rotated, reindexed } = await db.crypto.rotate({
+            const { rotated, reindexed, refused, refusals } = await db.crypto.rotate({
               ...(batchSize === undefined ? {} : { batchSize }),
               onProgress: (p) => {
                 const line =
@@ -300,11 +312,44 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
                 (reindexed > 0 ? `, recomputed ${reindexed} blind indexes` : '') +
                 ` in ${((Date.now() - started) / 1000).toFixed(1)} s`,
             )
+            if (refused > 0) {
+              io.err(`left ${refused} Fernet tokens as they were:`)
+              for (const r of refusals) io.err(`  ${r.table}.${r.column} row ${r.rowId}: ${r.message}`)
+              if (refused > refusals.length) io.err(`  … and ${refused - refusals.length} more`)
+            }
             const usage = await db.crypto.keyUsage()
             for (const column of usage.columns) {
               const keys = Object.entries(column.keys).map(([key, n]) => `${key} ${n}`)
               io.out(`${column.table}.${column.column}: ${keys.length ? keys.join(', ') : 'no values'}`)
             }
+          },
+          io.env,
+        )
+        return EXIT.ok
+      }
+      case 'inventory-legacy': {
+        const batchSize = intOption(values['batch-size'], 'batch-size')
+        if (!io.env.WINCLOUD_ENCRYPTION) {
+          throw new UsageError('inventory-legacy needs the keys in WINCLOUD_ENCRYPTION')
+        }
+        await withDatabase(
+          url,
+          async (db) => {
+            const result = await db.crypto.inventoryLegacyTokens({
+              ...(batchSize === undefined ? {} : { batchSize }),
+              reopen: values.reopen === true,
+              onProgress: (p) => {
+                const line = `${p.recorded} recorded  ${p.table}.${p.column}`
+                if (io.status !== undefined) io.status(line)
+                else io.err(line)
+              },
+            })
+            io.status?.('')
+            io.out(
+              `recorded ${result.recorded} Fernet tokens, ${result.alreadyRecorded} already recorded, ` +
+                `${result.moved} moved since, ${result.unlisted} not recorded (inventory completed before), ` +
+                `${result.unreadable} unreadable`,
+            )
           },
           io.env,
         )

@@ -67,6 +67,7 @@ const placeKey = (prefix: string, table: string, column: string): string =>
 
 const SUBKEY_INFO = 'wincloud-data/column-key/v1'
 const BLIND_INDEX_INFO = 'wincloud-data/blind-index/v1'
+const LEGACY_INVENTORY_INFO = 'wincloud-data/legacy-token-inventory/v1'
 
 function derive(master: KeyObject, info: string, table: string, column: string): Buffer {
   return Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), JSON.stringify([info, table, column]), 32))
@@ -131,6 +132,10 @@ export class Keyring {
     for (const [id, value] of Object.entries(c.keys)) {
       if (!KEY_ID.test(id)) {
         throw new ConfigError('encryption.keys', 'ids must be 1 to 64 letters, digits, _ or -.')
+      }
+      // Key usage reports Fernet tokens and unreadable values under these two names.
+      if (id === 'fernet' || id === 'unknown') {
+        throw new ConfigError(`encryption.keys.${id}`, 'is a reserved name (key usage reports use it).')
       }
       const bytes = keyBytes(value, `encryption.keys.${id}`)
       const fingerprint = bytes.toString('hex')
@@ -206,6 +211,27 @@ export class Keyring {
       this.#subKeys.set(cacheKey, key)
     }
     return key
+  }
+
+  /**
+   * The HMAC keys of the legacy-token inventory (see `db.crypto.inventoryLegacyTokens()`), derived with HKDF-SHA256
+   * from `blindIndexKey` under a label of their own (never the raw key, never a blind-index sub-key): the one from
+   * `blindIndexKey` first (it records), then one per `previousBlindIndexKeys` (they still verify, so retiring a
+   * blind-index key does not void an inventory). Empty without `blindIndexKey`.
+   *
+   * @internal
+   */
+  legacyInventoryKeys(): readonly Buffer[] {
+    const masters = this.#blindIndex === undefined ? [] : [this.#blindIndex, ...this.#previousBlindIndexes]
+    return masters.map((master, generation) => {
+      const cacheKey = placeKey(`#legacy${generation}`, '', '')
+      let key = this.#subKeys.get(cacheKey)
+      if (key === undefined) {
+        key = derive(master, LEGACY_INVENTORY_INFO, '', '')
+        this.#subKeys.set(cacheKey, key)
+      }
+      return key
+    })
   }
 
   /** How many blind-index keys are being retired (`previousBlindIndexKeys`). @internal */

@@ -326,6 +326,8 @@ describe('key rotation', () => {
           api_token_bidx: null,
         })
       expect((await db.crypto.keyUsage()).total).toEqual({ k1: 6, fernet: 2 })
+      // The import is done: the inventory records where each token is, so that rotation converts them there only.
+      expect(await db.crypto.inventoryLegacyTokens()).toMatchObject({ recorded: 2, unreadable: 0 })
 
       const { db: next, cleanup: close } = await reopen(db, {
         keys: { k1: KEYS.k1, k2: KEYS.k2 },
@@ -366,7 +368,7 @@ describe('key rotation', () => {
           .list({ filter: { apiToken: 'tok-python' } })
         expect(found.map((u) => u.id)).toEqual([user.id])
         // Running it again does nothing; one audit row sums each completed run up.
-        expect(await next.crypto.rotate()).toEqual({ rotated: 0, reindexed: 0 })
+        expect(await next.crypto.rotate()).toEqual({ rotated: 0, reindexed: 0, refused: 0, refusals: [] })
         const { rows } = await next.knex.raw<{ rows: { metadata: { rotated: number } }[] }>(
           `select metadata from audit_logs where action = 'crypto.rotate' order by created_at`,
         )
@@ -549,7 +551,12 @@ describe('host models, blind-index key rotation and encrypting a plaintext colum
         if (before[i] === null) expect(index).toBeNull()
         else expect(index).not.toBe(before[i])
       }
-      expect(await next.crypto.rotate({ models: [Server] })).toEqual({ rotated: 0, reindexed: 0 })
+      expect(await next.crypto.rotate({ models: [Server] })).toEqual({
+        rotated: 0,
+        reindexed: 0,
+        refused: 0,
+        refusals: [],
+      })
     } finally {
       await close()
     }
