@@ -23,6 +23,7 @@ import type { BulkOptions, BulkResult } from '../bulk/bulk.js'
 import { bulkCreate } from '../bulk/bulk-create.js'
 import { bulkUpdateByFilter, bulkUpdateByIds, bulkUpdateEach, bulkUpdateStream } from '../bulk/bulk-update.js'
 import { keyColumn, keysetCondition, keysetOrder, keySelect } from '../pagination/keyset.js'
+import { chooseOffsetTotal } from '../pagination/offset-total.js'
 import {
   PAGE_SIZE,
   type KeysetPage,
@@ -86,7 +87,7 @@ export interface ScopedRepository<M extends BaseModel> {
   findById(id: string): Promise<M | undefined>
   /** The row, or a {@link NotFoundError} when it does not exist or is outside the scope. */
   getById(id: string): Promise<M>
-  /** One page of rows by number: items, total (exact on request, else estimated), pages. */
+  /** One page of rows by number: items, total (own rows: counted; whole table: estimated unless asked), pages. */
   list(options: ListOptions & { readonly page: OffsetPageRequest }): Promise<OffsetPage<M>>
   /** One page of rows after or before a cursor: items and signed cursors to go on. */
   list(options: ListOptions & { readonly page: KeysetPageRequest }): Promise<KeysetPage<M>>
@@ -426,37 +427,49 @@ class Repository<M extends BaseModel> implements ScopedRepository<M> {
       return `select ${a.tableSql}.* from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''} order by ${order.sql} limit ? offset ?`
     })
     const reader = this.#reader()
-    const rows = await this.#rows(sql, [...scope.bindings, ...walked.bindings, size + 1, offset], reader)
+    const bindings = [...scope.bindings, ...walked.bindings]
+    const rows = await this.#rows(sql, [...bindings, size + 1, offset], reader)
     const hasNextPage = rows.length > size
     const items = rows.slice(0, size)
-    let total: number
-    if (exactTotal) {
-      total = await this.#count(scope, walked, reader)
-    } else {
-      const countSql = cachedSql(a, `estimate|${scope.own}|${walked.shape}`, () => {
-        const where = conditions()
-        return `explain (format json) select 1 from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''}`
-      })
-      const plan = await this.#raw<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(
-        countSql,
-        [...scope.bindings, ...walked.bindings],
-        reader,
-      )
-      const estimate = plan.rows[0]?.['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0
-      // A page that ends the list knows the total exactly; otherwise never claim fewer rows than the page shows.
-      total =
-        items.length > 0 && !hasNextPage
-          ? offset + items.length
-          : items.length > 0
-            ? Math.max(Math.round(estimate), offset + items.length + 1)
-            : Math.round(estimate)
+    const from = (): string => {
+      const where = conditions()
+      return `from ${a.tableSql}${where.length > 0 ? ` where ${where.join(' and ')}` : ''}`
     }
+    // Estimates only for scopes that see the whole table: the planner estimates from statistics over every row, so
+    // for a scope limited to its own rows an estimate would tell it about other tenants' rows. Such a scope gets a
+    // count of its own rows instead (capped unless it asks for an exact total).
+    const { total, totalExact, totalCapped } = await chooseOffsetTotal(
+      { offset, shown: items.length, hasNextPage },
+      { exactTotal, estimateAllowed: !scope.own },
+      {
+        count: () => this.#count(scope, walked, reader),
+        countUpTo: async (limit) => {
+          const countSql = cachedSql(a, `countUpTo|${scope.own}|${walked.shape}`, () => {
+            return `select count(*)::int8 as count from (select 1 ${from()} limit ?) as counted`
+          })
+          const result = await this.#raw<{ count: string }>(countSql, [...bindings, limit], reader)
+          return Number(result.rows[0]?.count ?? 0)
+        },
+        estimate: async () => {
+          const estimateSql = cachedSql(a, `estimate|${scope.own}|${walked.shape}`, () => {
+            return `explain (format json) select 1 ${from()}`
+          })
+          const plan = await this.#raw<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(
+            estimateSql,
+            bindings,
+            reader,
+          )
+          return plan.rows[0]?.['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0
+        },
+      },
+    )
     return {
       items,
       page: number,
       size,
       total,
-      totalExact: exactTotal,
+      totalExact,
+      totalCapped,
       totalPages: Math.ceil(total / size),
       hasNextPage,
     }

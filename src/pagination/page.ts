@@ -1,6 +1,7 @@
 /**
- * An offset page request: page `number` (from 1) of `size` rows. `exactTotal: true` counts the matching rows;
- * otherwise `total` is the planner's estimate (cheap, and said so by `totalExact: false`).
+ * An offset page request: page `number` (from 1) of `size` rows. `exactTotal: true` counts every matching row;
+ * otherwise a scope limited to its own rows counts them up to a bound (10,000), and a scope that sees the whole table
+ * (admins, `system`) gets the planner's estimate. See {@link OffsetPage} for what each total says.
  *
  * @example
  * ```ts
@@ -28,20 +29,46 @@ export interface KeysetPageRequest {
 }
 
 /**
- * A page by number.
+ * A page by number. A total depends only on rows the scope may see: a scope limited to its own rows never gets the
+ * planner's estimate (it comes from statistics over every tenant's rows), only counts of its own rows.
  *
  * @example
  * ```ts
- * const { items, total, totalExact, hasNextPage }: OffsetPage<Droplet> = await repo.list({ page: { number: 1 } })
+ * const { items, total, totalExact, totalCapped, hasNextPage }: OffsetPage<Droplet> = await repo.list({
+ *   page: { number: 1 },
+ * })
+ * const shown = totalExact ? `${total}` : totalCapped ? `${total}+` : `about ${total}`
  * ```
  */
 export interface OffsetPage<M> {
   readonly items: M[]
   readonly page: number
   readonly size: number
-  /** Matching rows: exact when `totalExact`, else the planner's estimate (never below what was seen). */
+  /**
+   * Matching rows in the scope: exact when `totalExact`; a lower bound when `totalCapped` (more rows match);
+   * otherwise the planner's estimate (only for scopes that see the whole table). Never below the rows the page
+   * shows to exist, and 0 for an empty first page.
+   */
   readonly total: number
+  /**
+   * Whether `total` is the exact count: always with `exactTotal: true`, for a scope limited to its own rows whose
+   * rows matching the filter are at most 10,000, and whenever the page itself shows the total (a last page, an empty
+   * page).
+   */
   readonly totalExact: boolean
+  /**
+   * Whether `total` is a cap rather than a count: a scope limited to its own rows counts at most 10,000 matching rows
+   * (or up to the row after a deeper page) unless it passes `exactTotal: true`; when more match, `total` is that bound
+   * and this is true. Show it as "10,000+"; `hasNextPage` stays exact.
+   *
+   * @example
+   * ```ts
+   * const page = await scope.repo(Droplet).list({ page: { number: 1, size: 20 } })
+   * const label = page.totalCapped ? `${page.total.toLocaleString()}+ droplets` : `${page.total} droplets`
+   * ```
+   */
+  readonly totalCapped: boolean
+  /** `ceil(total / size)`: with a capped or estimated total, a lower bound or an estimate too. */
   readonly totalPages: number
   readonly hasNextPage: boolean
 }
