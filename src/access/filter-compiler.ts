@@ -1,5 +1,6 @@
 import { isIP } from 'node:net'
 import { ValidationError } from '../errors.js'
+import { BoundedMap } from '../internal/bounded-map.js'
 
 /**
  * The type of a filterable or sortable property; it decides which operators apply and which values are accepted.
@@ -80,8 +81,42 @@ export interface Filter {
   [property: string]: FilterValue | null | FieldOperators | readonly Filter[] | Filter | undefined
 }
 
-/** Limits that keep a filter from becoming a denial of service. */
-export const FILTER_LIMITS = Object.freeze({ depth: 6, conditions: 64, listLength: 1_000, stringLength: 4_096 })
+/**
+ * Limits that keep a filter from becoming a denial of service. Every part of a filter counts against one of them,
+ * empty groups included, and they are checked while the filter is walked, before any SQL exists:
+ *
+ * - `depth`: levels of `and` / `or` / `not` below the top of the filter;
+ * - `conditions`: conditions in the whole filter (each operator on a property is one, a plain value or `null` is
+ *   one), and entries of one `and` / `or`;
+ * - `nodes`: groups, properties and operators in the whole filter: every group (the top one, each entry of an
+ *   `and` / `or`, each `not`, empty ones included), every property and every operator;
+ * - `listLength`: values in one `in` or `notIn`;
+ * - `values`: values in the whole filter: each plain value and operand, each element of an `in` / `notIn`, both ends
+ *   of a `between`;
+ * - `stringLength`: characters in one string value.
+ *
+ * @example
+ * ```ts
+ * const ids = wanted.slice(0, FILTER_LIMITS.listLength)
+ * ```
+ */
+export const FILTER_LIMITS = Object.freeze({
+  depth: 6,
+  conditions: 64,
+  nodes: 512,
+  listLength: 1_000,
+  values: 4_096,
+  stringLength: 4_096,
+})
+
+/**
+ * The bounds of the cache of compiled filter SQL, per model: at most `entries` distinct filter shapes and about `bytes`
+ * bytes of shapes and SQL together; past either, the least recently used shapes are dropped (and compiled again when
+ * they come back).
+ *
+ * @internal
+ */
+export const FILTER_SQL_CACHE = Object.freeze({ entries: 1_000, bytes: 1024 * 1024 })
 
 /** A property as the compiler sees it. @internal */
 export interface FilterColumn {
@@ -103,23 +138,36 @@ export interface FilterWalk {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/
 
-const OPERATORS: Record<string, ReadonlySet<string>> = {
-  string: new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull', 'like', 'ilike']),
-  uuid: new Set(['eq', 'ne', 'in', 'notIn', 'isNull']),
-  enum: new Set(['eq', 'ne', 'in', 'notIn', 'isNull']),
-  integer: new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull']),
-  timestamp: new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull']),
-  boolean: new Set(['eq', 'ne', 'isNull']),
-  inet: new Set(['eq', 'ne', 'in', 'notIn', 'isNull']),
-}
+// Caller-controlled names (properties, operators, like forms) are only ever looked up in Maps and Sets, or as own
+// properties: never through an object's prototype chain, where `constructor` or `toString` would be found.
+const OPERATORS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ['string', new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull', 'like', 'ilike'])],
+  ['uuid', new Set(['eq', 'ne', 'in', 'notIn', 'isNull'])],
+  ['enum', new Set(['eq', 'ne', 'in', 'notIn', 'isNull'])],
+  ['integer', new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull'])],
+  ['timestamp', new Set(['eq', 'ne', 'in', 'notIn', 'lt', 'lte', 'gt', 'gte', 'between', 'isNull'])],
+  ['boolean', new Set(['eq', 'ne', 'isNull'])],
+  ['inet', new Set(['eq', 'ne', 'in', 'notIn', 'isNull'])],
+])
 
-const ARRAY_TYPES: Record<string, string> = {
-  string: 'text[]',
-  enum: 'text[]',
-  uuid: 'uuid[]',
-  integer: 'int8[]',
-  timestamp: 'timestamptz[]',
-  inet: 'inet[]',
+const LIKE_FORMS: ReadonlySet<string> = new Set(['startsWith', 'contains', 'endsWith'])
+
+const ARRAY_TYPES: ReadonlyMap<string, string> = new Map([
+  ['string', 'text[]'],
+  ['enum', 'text[]'],
+  ['uuid', 'uuid[]'],
+  ['integer', 'int8[]'],
+  ['timestamp', 'timestamptz[]'],
+  ['inet', 'inet[]'],
+])
+
+const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwnProperty.call(object, key)
+
+/** How much of the limits a filter has used so far. */
+interface Counter {
+  conditions: number
+  nodes: number
+  values: number
 }
 
 /** An ISO 8601 timestamp whose fields are real: no February 30th, no year 0, no hour 25. */
@@ -143,8 +191,56 @@ const SAFE_KEY = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/
 /** A caller's key as it may appear in an error: short identifiers as they are, anything else not at all. */
 export const displayKey = (key: string): string => (SAFE_KEY.test(key) ? key : '(invalid key)')
 
-function invalid(field: string, message: string): never {
+/**
+ * Where a node is in a filter, as `filter.or[2].name.in[7]`: built as a chain while walking, and rendered only for
+ * an error message (a filter within the limits never pays for the text).
+ */
+class Path {
+  constructor(
+    readonly parent: Path | string,
+    readonly key: string | number,
+  ) {}
+
+  toString(): string {
+    return typeof this.key === 'number'
+      ? `${String(this.parent)}[${this.key}]`
+      : `${String(this.parent)}.${displayKey(this.key)}`
+  }
+}
+
+/** A place in a filter: a Path, or its text. */
+type Field = Path | string
+
+function invalid(at: Field, message: string): never {
+  const field = String(at)
   throw new ValidationError(`Invalid filter: ${field} ${message}.`, [{ field, message, keyword: 'filter' }])
+}
+
+function countNode(counter: Counter, at: Field): void {
+  counter.nodes += 1
+  if (counter.nodes > FILTER_LIMITS.nodes) {
+    invalid(at, `makes the filter larger than ${FILTER_LIMITS.nodes} groups, properties and operators`)
+  }
+}
+
+function countCondition(counter: Counter, at: Field, values: number): void {
+  counter.conditions += 1
+  if (counter.conditions > FILTER_LIMITS.conditions) {
+    invalid(at, `makes the filter longer than ${FILTER_LIMITS.conditions} conditions`)
+  }
+  countValues(counter, at, values)
+}
+
+function countValues(counter: Counter, at: Field, values: number): void {
+  counter.values += values
+  if (counter.values > FILTER_LIMITS.values)
+    invalid(at, `makes the filter hold more than ${FILTER_LIMITS.values} values`)
+}
+
+function arrayType(type: ColumnType): string {
+  const array = ARRAY_TYPES.get(typeName(type))
+  if (array === undefined) throw new Error('filter shape: no array type')
+  return array
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -158,7 +254,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  *
  * @internal
  */
-export function checkValue(type: ColumnType, value: unknown, field: string): unknown {
+export function checkValue(type: ColumnType, value: unknown, field: Field): unknown {
   switch (typeName(type)) {
     case 'string':
       if (typeof value !== 'string') invalid(field, 'must be a string')
@@ -204,14 +300,14 @@ export function checkValue(type: ColumnType, value: unknown, field: string): unk
 
 const escapeLike = (text: string): string => text.replace(/[\\%_]/g, (c) => `\\${c}`)
 
-function likeValue(pattern: unknown, field: string): { form: string; value: string } {
+function likeValue(pattern: unknown, field: Field): { form: string; value: string } {
   if (!isPlainObject(pattern)) invalid(field, 'must be { startsWith }, { contains } or { endsWith }')
   const keys = Object.keys(pattern)
   const form = keys[0]
-  if (keys.length !== 1 || (form !== 'startsWith' && form !== 'contains' && form !== 'endsWith')) {
+  if (keys.length !== 1 || form === undefined || !LIKE_FORMS.has(form)) {
     invalid(field, 'must be { startsWith }, { contains } or { endsWith }')
   }
-  const text = checkValue('string', pattern[form as string], `${field}.${form as string}`) as string
+  const text = checkValue('string', pattern[form], new Path(field, form)) as string
   const escaped = escapeLike(text)
   const value = form === 'startsWith' ? `${escaped}%` : form === 'endsWith' ? `%${escaped}` : `%${escaped}%`
   return { form, value }
@@ -226,7 +322,10 @@ function likeValue(pattern: unknown, field: string): { form: string; value: stri
  */
 export class FilterCompiler {
   readonly #columns: ReadonlyMap<string, FilterColumn>
-  readonly #sqlByShape = new Map<string, string>()
+  readonly #sqlByShape = new BoundedMap<string, string>({
+    maxEntries: FILTER_SQL_CACHE.entries,
+    maxBytes: FILTER_SQL_CACHE.bytes,
+  })
 
   constructor(columns: ReadonlyMap<string, FilterColumn>) {
     this.#columns = columns
@@ -235,7 +334,7 @@ export class FilterCompiler {
   /** Checks a filter; throws a ValidationError for anything not allowed, before any SQL exists. */
   walk(filter: unknown): FilterWalk {
     const bindings: unknown[] = []
-    const counter = { conditions: 0 }
+    const counter: Counter = { conditions: 0, nodes: 0, values: 0 }
     if (filter === undefined) return { shape: '', bindings }
     const shape = this.#walkGroup(filter, 'filter', 0, bindings, counter)
     return { shape, bindings }
@@ -247,29 +346,35 @@ export class FilterCompiler {
     let sql = this.#sqlByShape.get(shape)
     if (sql === undefined) {
       sql = this.#compile(shape)
-      if (this.#sqlByShape.size < 10_000) this.#sqlByShape.set(shape, sql)
+      this.#sqlByShape.set(shape, sql)
     }
     return sql
   }
 
-  #walkGroup(
-    filter: unknown,
-    path: string,
-    depth: number,
-    bindings: unknown[],
-    counter: { conditions: number },
-  ): string {
+  /** What the compiled-SQL cache holds now: entries and estimated bytes. @internal */
+  cacheStats(): { entries: number; bytes: number; maxEntries: number; maxBytes: number } {
+    const cache = this.#sqlByShape
+    return { entries: cache.size, bytes: cache.bytes, maxEntries: cache.maxEntries, maxBytes: cache.maxBytes }
+  }
+
+  #walkGroup(filter: unknown, path: Field, depth: number, bindings: unknown[], counter: Counter): string {
     if (depth > FILTER_LIMITS.depth) invalid(path, `nests deeper than ${FILTER_LIMITS.depth} levels`)
+    countNode(counter, path)
     if (!isPlainObject(filter)) invalid(path, 'must be an object')
     const parts: string[] = []
     for (const key of Object.keys(filter)) {
       const value = filter[key]
       if (value === undefined) continue
-      const at = `${path}.${displayKey(key)}`
+      const at = new Path(path, key)
       if (key === 'and' || key === 'or') {
         if (!Array.isArray(value)) invalid(at, 'must be an array of filters')
-        if (value.length > FILTER_LIMITS.conditions) invalid(at, `has more than ${FILTER_LIMITS.conditions} filters`)
-        const inner = value.map((item, i) => this.#walkGroup(item, `${at}[${i}]`, depth + 1, bindings, counter))
+        const items = value as readonly unknown[]
+        if (items.length > FILTER_LIMITS.conditions) invalid(at, `has more than ${FILTER_LIMITS.conditions} filters`)
+        // An index loop, not map(): map skips the holes of a sparse array, which must be refused like undefined.
+        const inner: string[] = []
+        for (let i = 0; i < items.length; i += 1) {
+          inner.push(this.#walkGroup(items[i], new Path(at, i), depth + 1, bindings, counter))
+        }
         parts.push(`${key}(${inner.join(',')})`)
       } else if (key === 'not') {
         parts.push(`not(${this.#walkGroup(value, at, depth + 1, bindings, counter)})`)
@@ -280,27 +385,32 @@ export class FilterCompiler {
     return `{${parts.join(';')}}`
   }
 
-  #walkField(key: string, value: unknown, path: string, bindings: unknown[], counter: { conditions: number }): string {
+  #walkField(key: string, value: unknown, path: Path, bindings: unknown[], counter: Counter): string {
     const column = this.#columns.get(key)
     if (column === undefined) invalid(path, 'is not a filterable property')
-    const count = (): void => {
-      counter.conditions += 1
-      if (counter.conditions > FILTER_LIMITS.conditions) {
-        invalid(path, `makes the filter longer than ${FILTER_LIMITS.conditions} conditions`)
-      }
-    }
+    countNode(counter, path)
+    const count = (at: Field, values = 1): void => countCondition(counter, at, values)
     if (value === null) {
-      count()
+      count(path, 0)
       return `${key}:isNull=1`
     }
     if (column.lookup !== undefined) {
       // An encrypted property: equality through its blind index, nothing else (a range or a pattern over
       // ciphertexts would silently match nothing).
-      const operand = isPlainObject(value) && Object.keys(value).length === 1 && 'eq' in value ? value.eq : value
+      let operand: unknown = value
+      if (isPlainObject(value)) {
+        const operators = Object.keys(value)
+        const unknownOp = operators.find((op) => !OPERATORS.get('string')!.has(op))
+        if (unknownOp !== undefined) invalid(new Path(path, unknownOp), 'is not an operator')
+        if (operators.length === 1 && hasOwn(value, 'eq')) {
+          countNode(counter, new Path(path, 'eq'))
+          operand = value.eq
+        }
+      }
       if (isPlainObject(operand) || Array.isArray(operand)) {
         invalid(path, 'is encrypted: only equality ({ eq } or a plain value) can be filtered, through its blind index')
       }
-      count()
+      count(path)
       // Several indexes while a blind-index key is being retired: a row matches under the new key or an old one.
       const indexes = column.lookup(checkValue('string', operand, path) as string)
       if (typeof indexes === 'string') {
@@ -312,50 +422,57 @@ export class FilterCompiler {
     }
     if (!isPlainObject(value)) {
       if (Array.isArray(value)) invalid(path, 'is a list; use { in: [...] }')
-      count()
+      count(path)
       bindings.push(checkValue(column.type, value, path))
       return `${key}:eq`
     }
-    const allowed = OPERATORS[typeName(column.type)]!
+    const allowed = OPERATORS.get(typeName(column.type))
+    if (allowed === undefined) return invalid(path, 'has an unknown type')
     const ops: string[] = []
     const operators = Object.keys(value)
     if (operators.length === 0) invalid(path, 'has no operator')
     for (const op of operators) {
-      const operand = value[op]
-      const at = `${path}.${displayKey(op)}`
+      const at = new Path(path, op)
       if (!allowed.has(op)) invalid(at, `is not an operator for ${typeName(column.type)} properties`)
-      count()
+      countNode(counter, at)
+      // An own property: `op` is one of the known operator names, and the value is a plain object.
+      const operand = value[op]
       switch (op) {
         case 'in':
         case 'notIn': {
           if (!Array.isArray(operand)) invalid(at, 'must be an array')
           if (operand.length > FILTER_LIMITS.listLength) invalid(at, `has more than ${FILTER_LIMITS.listLength} values`)
+          count(at, operand.length)
           // Array.from visits holes too, so `[, 'x']` is refused like `[undefined, 'x']`.
-          bindings.push(Array.from(operand as unknown[], (item, i) => checkValue(column.type, item, `${at}[${i}]`)))
+          bindings.push(Array.from(operand as unknown[], (item, i) => checkValue(column.type, item, new Path(at, i))))
           ops.push(op)
           break
         }
         case 'between': {
           if (!Array.isArray(operand) || operand.length !== 2) invalid(at, 'must be [low, high]')
+          count(at, 2)
           bindings.push(
-            checkValue(column.type, operand[0], `${at}[0]`),
-            checkValue(column.type, operand[1], `${at}[1]`),
+            checkValue(column.type, operand[0], new Path(at, 0)),
+            checkValue(column.type, operand[1], new Path(at, 1)),
           )
           ops.push(op)
           break
         }
         case 'isNull':
+          count(at, 0)
           if (typeof operand !== 'boolean') invalid(at, 'must be true or false')
           ops.push(`isNull=${operand ? 1 : 0}`)
           break
         case 'like':
         case 'ilike': {
+          count(at)
           const { value: pattern } = likeValue(operand, at)
           bindings.push(pattern)
           ops.push(op)
           break
         }
         default:
+          count(at)
           if (operand === null) invalid(at, 'must not be null; use { isNull: true }')
           if (Array.isArray(operand)) invalid(at, 'is a list; use { in: [...] }')
           bindings.push(checkValue(column.type, operand, at))
@@ -429,9 +546,9 @@ export class FilterCompiler {
       case 'between':
         return `${c} between ? and ?`
       case 'in':
-        return `${c} = any(?::${ARRAY_TYPES[typeName(column.type)]})`
+        return `${c} = any(?::${arrayType(column.type)})`
       case 'notIn':
-        return `((${c} = any(?::${ARRAY_TYPES[typeName(column.type)]})) is not true)`
+        return `((${c} = any(?::${arrayType(column.type)})) is not true)`
       case 'isNull=1':
         return `${c} is null`
       case 'isNull=0':

@@ -1,3 +1,4 @@
+import { BoundedMap } from '../internal/bounded-map.js'
 import type { Knex } from 'knex'
 import type { ReadConsistency, ReplicaSet } from '../db/replicas.js'
 import type { ReadCache } from '../db/cache.js'
@@ -168,18 +169,19 @@ interface PgConnection {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
-const statementCache = new WeakMap<ModelAccess, Map<string, string>>()
+/** Compiled statements per model, keyed by their shape: bounded in entries and bytes, least recently used out first. */
+const statementCache = new WeakMap<ModelAccess, BoundedMap<string, string>>()
 
 function cachedSql(access: ModelAccess, key: string, build: () => string): string {
   let byKey = statementCache.get(access)
   if (byKey === undefined) {
-    byKey = new Map()
+    byKey = new BoundedMap<string, string>({ maxEntries: 2_000, maxBytes: 2 * 1024 * 1024 })
     statementCache.set(access, byKey)
   }
   let sql = byKey.get(key)
   if (sql === undefined) {
     sql = build()
-    if (byKey.size < 10_000) byKey.set(key, sql)
+    byKey.set(key, sql)
   }
   return sql
 }

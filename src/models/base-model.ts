@@ -1,3 +1,4 @@
+import { BoundedMap } from '../internal/bounded-map.js'
 import {
   AjvValidator,
   Model,
@@ -30,12 +31,13 @@ import {
 /** The prefix of columns the library selects for its own use, e.g. keyset cursor values. @internal */
 export const INTERNAL_COLUMN = '__wincloud_'
 
-const propertyNameCache = new WeakMap<object, Map<string, string>>()
+/** Column → property names per model; bounded, since raw queries may alias columns freely. */
+const propertyNameCache = new WeakMap<object, BoundedMap<string, string>>()
 
-function propertyNames(modelClass: object): Map<string, string> {
+function propertyNames(modelClass: object): BoundedMap<string, string> {
   let names = propertyNameCache.get(modelClass)
   if (names === undefined) {
-    names = new Map()
+    names = new BoundedMap<string, string>({ maxEntries: 1_000, maxBytes: 256 * 1024 })
     propertyNameCache.set(modelClass, names)
   }
   return names

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Knex } from 'knex'
 import type { Logger } from '../db/config.js'
+import { BoundedMap } from '../internal/bounded-map.js'
 
 /**
  * One group of queries with the same normalized SQL, in `db.stats()`.
@@ -112,9 +113,36 @@ export interface DatabaseStats {
 }
 
 const SAMPLES = 256
-const MAX_GROUPS = 500
-const MAX_SQL_CACHE = 2_000
 const RECENT_SLOW = 50
+
+/**
+ * The bounds of what query timing keeps, per database:
+ *
+ * - `groups`: at most 500 groups, holding at most about 2 MiB of normalized SQL together; past either, new shapes are
+ *   counted in one `(other)` group;
+ * - `sqlLength`: a group's SQL is cut to its first 2,048 characters (with `…`); its id stays the hash of the whole;
+ * - `sqlCacheEntries`, `sqlCacheBytes`, `sqlCacheEntryBytes`: the cache from a statement's text to its group (it saves
+ *   normalizing a statement seen before) holds at most 2,000 statements and about 4 MiB, least recently used out
+ *   first; a statement longer than about 32,000 characters (64 KiB at two bytes a character) is normalized every
+ *   time instead of cached;
+ * - `inFlight`: at most 10,000 queries waiting for their answer are timed; past that the oldest are forgotten (a
+ *   query that never answers must not grow memory).
+ *
+ * @internal
+ */
+export const QUERY_STATS_LIMITS = Object.freeze({
+  groups: 500,
+  groupBytes: 2 * 1024 * 1024,
+  sqlLength: 2_048,
+  operationLength: 32,
+  sqlCacheEntries: 2_000,
+  sqlCacheBytes: 4 * 1024 * 1024,
+  sqlCacheEntryBytes: 64 * 1024,
+  inFlight: 10_000,
+})
+
+/** The estimated bytes a group's key and SQL take (the same string; two bytes a character at most). */
+const groupBytes = (key: string): number => 64 + 2 * key.length
 /** Upper bounds (seconds) of the duration histogram `db.metrics()` exposes per operation. */
 export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const
 
@@ -190,8 +218,13 @@ export function normalizeSql(sql: string): string {
 function operationOf(sql: string): string {
   const match = /^\s*\(?\s*([a-z]+)/i.exec(sql)
   const word = match?.[1]?.toLowerCase() ?? 'other'
+  // The operation labels a histogram: a word no statement starts with stays short.
+  if (word.length > QUERY_STATS_LIMITS.operationLength) return 'other'
   return word === 'with' ? (/\b(insert|update|delete)\b/i.exec(sql)?.[1]?.toLowerCase() ?? 'select') : word
 }
+
+/** The key and SQL of the group past the limits. */
+const OTHER = '(other)'
 
 function rowsOf(response: unknown): number {
   if (Array.isArray(response)) return response.length
@@ -253,8 +286,19 @@ export class QueryStats {
   readonly #leakMs: number
   readonly #logger: Logger | undefined
   readonly #groups = new Map<string, Group>()
-  readonly #bySql = new Map<string, Group>()
-  readonly #started = new Map<string, number>()
+  #groupBytes = 0
+  readonly #bySql = new BoundedMap<string, Group>({
+    maxEntries: QUERY_STATS_LIMITS.sqlCacheEntries,
+    maxBytes: QUERY_STATS_LIMITS.sqlCacheBytes,
+    maxEntryBytes: QUERY_STATS_LIMITS.sqlCacheEntryBytes,
+    // The group is shared with #groups: only the statement's text counts here.
+    sizeOf: (sql) => 16 + 2 * sql.length,
+  })
+  readonly #started = new BoundedMap<string, number>({
+    maxEntries: QUERY_STATS_LIMITS.inFlight,
+    maxBytes: QUERY_STATS_LIMITS.inFlight * 256,
+    order: 'fifo',
+  })
   readonly #listeners = new Set<(query: SlowQuery) => void>()
   readonly #held = new Map<unknown, { since: number; origin: Error; reported: boolean }>()
   readonly #buckets = new Map<string, number[]>()
@@ -282,9 +326,9 @@ export class QueryStats {
   watch(knex: Knex): void {
     if (this.#enabled) {
       const onQuery = (event: KnexQueryEvent): void => {
-        if (event.__knexQueryUid === undefined) return
-        // A query that never answers (a stream abandoned midway) must not grow the map forever.
-        if (this.#started.size >= 10_000) this.#started.clear()
+        if (typeof event.__knexQueryUid !== 'string') return
+        // A query that never answers (a stream abandoned midway) must not grow the map forever: past the bound the
+        // oldest waiting query is forgotten (the map drops it), not every one.
         this.#started.set(event.__knexQueryUid, performance.now())
       }
       const onResponse = (response: unknown, event: KnexQueryEvent): void => this.#finish(event, false, response)
@@ -302,8 +346,8 @@ export class QueryStats {
 
   #finish(event: KnexQueryEvent, failed: boolean, response: unknown): void {
     const uid = event.__knexQueryUid
-    if (uid === undefined) return
-    const started = this.#started.get(uid)
+    if (typeof uid !== 'string') return
+    const started = this.#started.peek(uid)
     if (started === undefined) return
     this.#started.delete(uid)
     const ms = performance.now() - started
@@ -325,19 +369,30 @@ export class QueryStats {
     let group = this.#bySql.get(sql)
     if (group !== undefined) return group
     const normalized = normalizeSql(sql)
-    group = this.#groups.get(normalized)
+    // A long statement's group is keyed and shown by its first characters and the hash of the whole: the groups hold
+    // at most sqlLength characters each, however long the statements.
+    const hash = createHash('sha256').update(normalized).digest('hex')
+    const key =
+      normalized.length <= QUERY_STATS_LIMITS.sqlLength
+        ? normalized
+        : `${normalized.slice(0, QUERY_STATS_LIMITS.sqlLength)}… (sha256 ${hash})`
+    group = this.#groups.get(key)
     if (group === undefined) {
-      if (this.#groups.size >= MAX_GROUPS) {
-        // Past the limit, new shapes share one group rather than grow memory without bound.
-        group = this.#groups.get('(other)') ?? new Group('other', '(other)', 'other')
-        this.#groups.set('(other)', group)
+      const bytes = groupBytes(key)
+      if (this.#groups.size >= QUERY_STATS_LIMITS.groups || this.#groupBytes + bytes > QUERY_STATS_LIMITS.groupBytes) {
+        // Past the limits, new shapes share one group rather than grow memory without bound.
+        group = this.#groups.get(OTHER)
+        if (group === undefined) {
+          group = new Group('other', OTHER, 'other')
+          this.#groups.set(OTHER, group)
+          this.#groupBytes += groupBytes(OTHER)
+        }
       } else {
-        const id = createHash('sha256').update(normalized).digest('hex').slice(0, 12)
-        group = new Group(id, normalized, operationOf(normalized))
-        this.#groups.set(normalized, group)
+        group = new Group(hash.slice(0, 12), key, operationOf(normalized))
+        this.#groups.set(key, group)
+        this.#groupBytes += bytes
       }
     }
-    if (this.#bySql.size >= MAX_SQL_CACHE) this.#bySql.clear()
     this.#bySql.set(sql, group)
     return group
   }
@@ -450,6 +505,17 @@ export class QueryStats {
       .map((held) => ({ heldMs: now - held.since, stack: stackOf(held.origin) }))
   }
 
+  /** What the stats hold now, against {@link QUERY_STATS_LIMITS}: for tests and diagnostics. @internal */
+  footprint(): { groups: number; groupBytes: number; sqlCache: number; sqlCacheBytes: number; inFlight: number } {
+    return {
+      groups: this.#groups.size,
+      groupBytes: this.#groupBytes,
+      sqlCache: this.#bySql.size,
+      sqlCacheBytes: this.#bySql.bytes,
+      inFlight: this.#started.size,
+    }
+  }
+
   /** The duration histogram per operation: counts of queries at or under each of {@link DURATION_BUCKETS}. */
   histograms(): ReadonlyMap<string, readonly number[]> {
     return this.#buckets
@@ -494,6 +560,7 @@ export class QueryStats {
 
   reset(): void {
     this.#groups.clear()
+    this.#groupBytes = 0
     this.#bySql.clear()
     this.#buckets.clear()
     this.#slow = []

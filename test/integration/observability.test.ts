@@ -247,7 +247,7 @@ describe('db.health()', () => {
     const report = await db.health({ exactCounts: true, keyUsage: true, tables: ['wincloud_data_migrations', 'nope'] })
     expect(report.tables.droplets).toEqual({ rows: 25, exact: true })
     expect(report.tables.users).toEqual({ rows: 1, exact: true })
-    expect(report.tables.wincloud_data_migrations).toEqual({ rows: 3, exact: true })
+    expect(report.tables.wincloud_data_migrations).toEqual({ rows: 5, exact: true })
     expect(report.tables.nope).toBeUndefined()
     expect(report.encryption?.keyUsage).toEqual({ k1: 25 })
   })
