@@ -101,6 +101,11 @@ export function updateStatementHead(
     readonly returnAll?: boolean
     /** Lock at most this many rows (the last locked binding is the limit). */
     readonly limited?: boolean
+    /**
+     * Update the locked rows by `id in (select id from locked)` instead of joining them: for SET expressions written
+     * for a plain UPDATE, whose unqualified column names would be ambiguous next to `locked`'s.
+     */
+    readonly unjoined?: boolean
   },
 ): Statement {
   const a = target.access
@@ -121,8 +126,10 @@ export function updateStatementHead(
   )
   bindings.push(...options.lockedBindings)
   parts.push(
-    `changed as (update ${t} set ${options.set} from ${options.input !== undefined ? 'input, ' : ''}locked ` +
-      `where ${a.idSql} = locked.id${options.input !== undefined ? ` and ${a.idSql} = input.id` : ''} returning ${returned})`,
+    options.unjoined === true && options.input === undefined
+      ? `changed as (update ${t} set ${options.set} where ${a.idSql} in (select id from locked) returning ${returned})`
+      : `changed as (update ${t} set ${options.set} from ${options.input !== undefined ? 'input, ' : ''}locked ` +
+          `where ${a.idSql} = locked.id${options.input !== undefined ? ` and ${a.idSql} = input.id` : ''} returning ${returned})`,
   )
   bindings.push(...options.setBindings)
   if (shape !== undefined && audited.length > 0) {

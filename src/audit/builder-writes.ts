@@ -17,6 +17,7 @@ interface KnexWriteInternals {
     table?: unknown
     insert?: unknown
     update?: Record<string, unknown>
+    counter?: Record<string, number>
     updateFrom?: unknown
     returning?: unknown
     onConflict?: unknown
@@ -265,11 +266,13 @@ function updateStatement(
   }
   const client = internals.client
   // The SET list, compiled on its own: `update "t" set "a" = ?, "b" = ?`.
-  const set = client
+  const setBuilder = client
     .queryBuilder()
     .table(access.table)
     .update(internals._single.update ?? {})
-    .toSQL()
+  // increment() / decrement() keep their amounts apart from the update data; knex merges them in when compiling.
+  ;(setBuilder as unknown as KnexWriteInternals)._single.counter = internals._single.counter
+  const set = setBuilder.toSQL()
   const setAt = set.sql.indexOf(' set ')
   // The where clauses (the caller's, scope included), compiled on a SELECT of the same table.
   const select = client.queryBuilder().from(access.table).select(client.raw('1'))
@@ -278,7 +281,9 @@ function updateStatement(
   )
   const selected = select.toSQL()
   const fromAt = selected.sql.indexOf(' from ')
-  const columns = Object.keys(internals._single.update ?? {}).map(unqualified)
+  const columns = [
+    ...new Set([...Object.keys(internals._single.update ?? {}), ...Object.keys(internals._single.counter ?? {})]),
+  ].map(unqualified)
   const head = updateStatementHead(
     { model: undefined as never, access, context: scope, runner: undefined as never },
     shape,
@@ -289,6 +294,7 @@ function updateStatement(
       lockedFrom: selected.sql.slice(fromAt + 1),
       lockedBindings: selected.bindings,
       returnAll: true,
+      unjoined: true,
     },
   )
   return countOrRows(original, head.sql, head.bindings, 'changed')

@@ -5,8 +5,22 @@
  */
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Droplet, User, type Database } from '../../src/index.js'
+import type { JSONSchema } from 'objection'
+import { BaseModel, definePolicy, Droplet, ownedBy, User, type Database, type Policy } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
+
+/** A host model with a counter. */
+class Quota extends BaseModel {
+  static override tableName = 'quotas'
+  static override jsonSchema: JSONSchema = {
+    type: 'object',
+    additionalProperties: false,
+    properties: { ...BaseModel.baseProperties, userId: { type: 'string', format: 'uuid' }, used: { type: 'integer' } },
+  }
+  static override policy: Policy = definePolicy({ owner: ownedBy('userId') })
+  declare userId: string
+  declare used: number
+}
 
 describe.each([false, true])('query-builder writes are audited from the write itself (rls: %s)', (rls) => {
   let db: Database
@@ -144,5 +158,34 @@ describe.each([false, true])('query-builder writes are audited from the write it
       theirs!.id,
     ])
     expect(untouched.rows[0]!.size).toBe('s')
+  })
+
+  it('increment and decrement are audited with their old and new values, within the scope', async () => {
+    await db.knex
+      .raw(`create table if not exists quotas (id uuid primary key, user_id uuid not null references users (id),
+      used integer not null default 0, created_at timestamptz not null default now(),
+      updated_at timestamptz not null default now())`)
+    if (rls) await db.knex.raw(`grant select, insert, update, delete on quotas to public`)
+    const bob = await db
+      .model(User)
+      .query()
+      .insertAndFetch({ email: `q${rls ? 'r' : 'n'}@example.com`, username: `quota-${rls ? 'r' : 'n'}`, passwordHash: 'x' })
+    const mine = await db.scope(alice).repo(Quota).create({ used: 1 })
+    const theirs = await db.scope(bob).repo(Quota).create({ used: 1 })
+    expect(await db.scope(alice).repo(Quota).query().increment('used', 5)).toBeGreaterThanOrEqual(1)
+    await db.scope(alice).repo(Quota).query().decrement('used', 2).where('id', mine.id)
+    const used = async (id: string) =>
+      (await db.knex.raw<{ rows: { used: number }[] }>('select used from quotas where id = ?', [id])).rows[0]!.used
+    expect(await used(mine.id)).toBe(4)
+    expect(await used(theirs.id)).toBe(1)
+    const { rows } = await db.knex.raw<{ rows: { entity_id: string; changes: object }[] }>(
+      `select entity_id, changes from audit_logs where action = 'quota.update' and entity_id = any(?::text[])
+       order by created_at, id`,
+      [[mine.id, theirs.id]],
+    )
+    expect(rows).toEqual([
+      { entity_id: mine.id, changes: { used: { from: 1, to: 6 } } },
+      { entity_id: mine.id, changes: { used: { from: 6, to: 4 } } },
+    ])
   })
 })
