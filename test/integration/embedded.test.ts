@@ -191,7 +191,7 @@ describe.concurrent('createDatabase() with no connection, and close()', () => {
     expect(result, result.output).toMatchObject({ exitedBy: 'itself', code: 0, signal: null })
     expect(report).toBeDefined()
     if (!report) return
-    expect(report).toMatchObject({ embedded: true, two: 2, migrations: 3, usersCreated: 1, droplets: 1 })
+    expect(report).toMatchObject({ embedded: true, two: 2, migrations: 5, usersCreated: 1, droplets: 1 })
     // The probe really held a server, sockets and timers while in use, so the check below is not vacuous.
     expect(report.duringUse).toEqual(expect.arrayContaining(['TCPSocketWrap', 'ProcessWrap']))
     expect(report.postgresPids.length).toBeGreaterThan(1)
@@ -220,7 +220,7 @@ describe.concurrent('createDatabase() with no connection, and close()', () => {
       const result = await runProbe(target.url)
       const report = result.report
       expect(result, result.output).toMatchObject({ exitedBy: 'itself', code: 0, signal: null })
-      expect(report).toMatchObject({ embedded: false, two: 2, migrations: 3, usersCreated: 1, droplets: 1 })
+      expect(report).toMatchObject({ embedded: false, two: 2, migrations: 5, usersCreated: 1, droplets: 1 })
       if (!report) return
       expect(report.duringUse).toEqual(expect.arrayContaining(['TCPSocketWrap']))
       expect(

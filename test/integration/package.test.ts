@@ -235,7 +235,7 @@ export async function names(): Promise<string[]> {
       try {
         const pending = await cli(['health'], { DATABASE_URL: fresh.url })
         expect(pending.code).toBe(0)
-        expect(pending.stdout).toMatch(/^status: degraded \(3 migrations pending\)/)
+        expect(pending.stdout).toMatch(/^status: degraded \(5 migrations pending\)/)
         expect(pending.stdout).toMatch(/database: PostgreSQL 15\.\d+, primary/)
         const json = await cli(['health', '--json', '--exact'], { DATABASE_URL: fresh.url })
         const report = JSON.parse(json.stdout) as { status: string; migrations: { pending: string[] } }
