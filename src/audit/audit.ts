@@ -54,11 +54,16 @@ export interface ScopeAudit {
 export interface DatabaseAudit {
   /**
    * Turns the hash chain on, for good: from now on each audit row carries its sequence number, the previous row's
-   * hash and its own. Idempotent; needs the owner of `audit_logs` (it installs triggers). Returns when the chain
-   * started.
+   * hash and its own. The rows written before it are anchored: their count and a digest of them are kept in the
+   * chain's head, so `verify()` notices one added, removed or changed later. Idempotent; needs the owner of
+   * `audit_logs` (it installs triggers). Returns when the chain started.
    */
   enableHashChain(): Promise<{ readonly enabledAt: Date }>
-  /** Walks the chain and names the first row that was modified, deleted or inserted out of band. */
+  /**
+   * Walks the chain, in one read-only snapshot, and names the first row that was modified, deleted or inserted out of
+   * band; checks that the head names the last row, and that the rows without a sequence number are exactly the ones
+   * anchored when the chain started.
+   */
   verify(options?: {
     readonly batchSize?: number
     readonly onProgress?: (checked: number) => void

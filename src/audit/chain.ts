@@ -5,9 +5,13 @@ import type { Knex } from 'knex'
  * The first problem `db.audit.verify()` found in the hash chain:
  *
  * - `modified`: the row's content no longer matches its hash, or its hash no longer matches the one the next row
- *   recorded (it was edited, and perhaps re-hashed);
- * - `deleted`: rows are missing before this one (a gap in the sequence) or at the end of the chain;
- * - `inserted`: a row was written after the chain started without going through it (out of band).
+ *   recorded (it was edited, and perhaps re-hashed), or the chain head records another hash for the last row; or a
+ *   row from before the chain was changed;
+ * - `deleted`: rows are missing before this one (a gap in the sequence) or at the end of the chain; or rows from
+ *   before the chain are missing;
+ * - `inserted`: a row the chain does not account for: written after the chain started without going through it
+ *   (out of band), claiming a sequence number at or before the anchor, past the chain's head, or added to the rows
+ *   from before the chain.
  *
  * @example
  * ```ts
@@ -17,7 +21,10 @@ import type { Knex } from 'knex'
  */
 export interface AuditChainProblem {
   readonly kind: 'modified' | 'deleted' | 'inserted'
-  /** The row that was modified or inserted, or the first row after a gap; null when rows are missing at the end. */
+  /**
+   * The row that was modified or inserted, or the first row after a gap; null when rows are missing at the end, and
+   * when the rows from before the chain no longer match their anchor (a count and a digest, which name no row).
+   */
   readonly id: string | null
   /** Its sequence number in the chain (a bigint as a string), null for an out-of-band row. */
   readonly seq: string | null
@@ -99,9 +106,51 @@ const ROWS = `select chain_seq::text as seq, id::text as id,
   metadata::text as metadata, prev_hash, row_hash
   from audit_logs where chain_seq > ? order by chain_seq limit ?`
 
+const PRECHAIN_ROWS = `select id::text as id, created_at::text as at,
+  to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as created_at,
+  actor_id::text as actor_id, actor_role, action, entity_type, entity_id, changes::text as changes,
+  metadata::text as metadata
+  from audit_logs where chain_seq is null and (created_at, id) > (?::timestamptz, ?::uuid)
+  order by created_at, id limit ?`
+
+interface Head {
+  enabled_at: Date | null
+  last_seq: string
+  last_hash: Buffer
+  anchor_seq: string
+  anchor_hash: Buffer
+  prechain_count: string
+  prechain_digest: Buffer
+}
+
+/**
+ * The count and digest of the rows without a chain sequence number, as `wincloud_audit_enable_chain()` anchors
+ * them: a rolling sha256 over their canonical encodings (sequence number 0) in `created_at, id` order.
+ */
+async function prechainDigest(knex: Knex, batchSize: number): Promise<{ count: bigint; digest: Buffer }> {
+  let digest: Buffer = Buffer.alloc(32)
+  let count = 0n
+  let after: [string, string] = ['-infinity', '00000000-0000-0000-0000-000000000000']
+  for (;;) {
+    const { rows } = await knex.raw<{ rows: (Omit<ChainRow, 'seq' | 'prev_hash' | 'row_hash'> & { at: string })[] }>(
+      PRECHAIN_ROWS,
+      [...after, batchSize],
+    )
+    for (const row of rows) {
+      digest = chainHash(digest, canonicalAuditRow({ ...row, seq: '0' }))
+      count += 1n
+    }
+    const last = rows.at(-1)
+    if (last === undefined || rows.length < batchSize) break
+    after = [last.at, last.id]
+  }
+  return { count, digest }
+}
+
 /**
  * Walks the chain from its anchor in sequence order, recomputing every hash in this process, and reports the first
- * row that was modified, deleted or inserted out of band.
+ * row that was modified, deleted or inserted out of band; then checks that the head ends where the walk ended, and
+ * that the rows without a sequence number are exactly the ones anchored when the chain started.
  *
  * @internal
  */
@@ -109,11 +158,20 @@ export async function verifyAuditChain(
   knex: Knex,
   options: { batchSize: number; onProgress?: ((checked: number) => void) | undefined },
 ): Promise<AuditVerification> {
+  // One snapshot for the head and every row: a writer that commits meanwhile is not mistaken for a row past the head.
+  return knex.transaction((trx) => verifySnapshot(trx, options), { isolationLevel: 'repeatable read', readOnly: true })
+}
+
+async function verifySnapshot(
+  knex: Knex,
+  options: { batchSize: number; onProgress?: ((checked: number) => void) | undefined },
+): Promise<AuditVerification> {
   const head = (
-    await knex.raw<{
-      rows: { enabled_at: Date | null; last_seq: string; last_hash: Buffer; anchor_seq: string; anchor_hash: Buffer }[]
-    }>(`select enabled_at, last_seq::text as last_seq, last_hash, anchor_seq::text as anchor_seq, anchor_hash
-        from wincloud_audit_chain where id`)
+    await knex.raw<{ rows: Head[] }>(
+      `select enabled_at, last_seq::text as last_seq, last_hash, anchor_seq::text as anchor_seq, anchor_hash,
+         prechain_count::text as prechain_count, prechain_digest
+       from wincloud_audit_chain where id`,
+    )
   ).rows[0]
   if (head === undefined || head.enabled_at === null) return { ok: true, enabled: false, checked: 0, anchorSeq: '0' }
   const anchorSeq = head.anchor_seq
@@ -168,20 +226,51 @@ export async function verifyAuditChain(
     options.onProgress?.(checked)
     if (rows.length < options.batchSize) break
   }
-  if (expected - 1n === BigInt(head.last_seq) && checked > 0 && !prev.equals(head.last_hash)) {
-    return fail(checked - 1, {
+  // The head must name the last row verified, no more and no less.
+  const lastSeq = expected - 1n
+  const headSeq = BigInt(head.last_seq)
+  if (lastSeq === headSeq && !prev.equals(head.last_hash)) {
+    return fail(Math.max(checked - 1, 0), {
       kind: 'modified',
       id: prevId,
       seq: head.last_seq,
-      message: 'the last row was changed after it was written: the chain head recorded another hash for it',
+      message:
+        prevId === null
+          ? 'the chain head does not match its anchor'
+          : 'the last row was changed after it was written: the chain head recorded another hash for it',
     })
   }
-  if (expected - 1n < BigInt(head.last_seq)) {
+  if (lastSeq < headSeq) {
     return fail(checked, {
       kind: 'deleted',
       id: null,
       seq: null,
       message: `rows ${expected}..${head.last_seq} at the end of the chain are missing`,
+    })
+  }
+  if (lastSeq > headSeq) {
+    const { rows } = await knex.raw<{ rows: { id: string }[] }>(
+      'select id::text as id from audit_logs where chain_seq = ?',
+      [(headSeq + 1n).toString()],
+    )
+    return fail(checked, {
+      kind: 'inserted',
+      id: rows[0]?.id ?? null,
+      seq: (headSeq + 1n).toString(),
+      message: `the chain goes on past its head (row ${head.last_seq}): rows ${headSeq + 1n}..${lastSeq} are not accounted for by it`,
+    })
+  }
+  const below = await knex.raw<{ rows: { id: string; seq: string }[] }>(
+    `select id::text as id, chain_seq::text as seq from audit_logs where chain_seq <= ? order by chain_seq limit 1`,
+    [anchorSeq],
+  )
+  const early = below.rows[0]
+  if (early !== undefined) {
+    return fail(checked, {
+      kind: 'inserted',
+      id: early.id,
+      seq: early.seq,
+      message: `the row claims a place in the chain at or before its anchor (row ${anchorSeq}), where no row can be`,
     })
   }
   const outside = await knex.raw<{ rows: { id: string }[] }>(
@@ -195,6 +284,20 @@ export async function verifyAuditChain(
       id: stray.id,
       seq: null,
       message: 'the row was written after the chain started without going through it',
+    })
+  }
+  // The rows from before the chain: exactly the set anchored when it started (less what purges removed).
+  const pre = await prechainDigest(knex, options.batchSize)
+  const anchored = BigInt(head.prechain_count)
+  if (pre.count !== anchored || !pre.digest.equals(head.prechain_digest)) {
+    const kind = pre.count > anchored ? 'inserted' : pre.count < anchored ? 'deleted' : 'modified'
+    return fail(checked, {
+      kind,
+      id: null,
+      seq: null,
+      message:
+        `the ${pre.count} rows without a chain sequence number do not match the ${anchored} anchored when the ` +
+        `chain started: rows were ${kind === 'modified' ? 'changed or replaced' : kind} out of band`,
     })
   }
   return { ok: true, enabled: true, checked, anchorSeq }

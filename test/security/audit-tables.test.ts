@@ -330,3 +330,44 @@ describe.each([false, true])('the audit tables against the application role (rls
     }
   })
 })
+
+describe('the append-only trigger against a shadowed catalog', () => {
+  it('a role with DELETE granted cannot pass its temporary pg_class off as the owner’s purge', async () => {
+    const { db, url, cleanup } = await openTestDatabase()
+    const role = `del_${randomBytes(5).toString('hex')}`
+    const password = randomBytes(12).toString('hex')
+    const client = new pg.Client({ connectionString: url })
+    await client.connect()
+    try {
+      await db.system('seed').audit.record('test.event')
+      await adminQuery(`create role ${role} login password '${password}'`)
+      // More than the docs grant: DELETE, and a schema to make temporary tables in is there for every role.
+      await client.query(`grant select, delete on audit_logs to ${role}`)
+      const connection = new URL(url)
+      connection.username = role
+      connection.password = password
+      const attacker = new pg.Client({ connectionString: connection.toString() })
+      await attacker.connect()
+      try {
+        await attacker.query('set search_path = pg_temp, pg_catalog, public')
+        await attacker.query('create temp table pg_class (oid oid, relowner oid)')
+        await attacker.query(
+          `insert into pg_temp.pg_class select 'public.audit_logs'::regclass, r.oid from pg_catalog.pg_roles r
+           where r.rolname = current_user`,
+        )
+        await attacker.query('begin')
+        await attacker.query(`select set_config('wincloud.audit_purge', 'on', true)`)
+        await expect(attacker.query('delete from public.audit_logs')).rejects.toMatchObject({ code: '42501' })
+        await attacker.query('rollback')
+      } finally {
+        await attacker.end()
+      }
+      const { rows } = await client.query<{ n: number }>('select count(*)::int as n from audit_logs')
+      expect(rows[0]!.n).toBeGreaterThan(0)
+    } finally {
+      await client.end()
+      await cleanup()
+      await adminQuery(`drop role if exists ${role}`)
+    }
+  })
+})
