@@ -1,3 +1,4 @@
+import { isStorableText } from '../internal/text.js'
 import { BoundedMap } from '../internal/bounded-map.js'
 import type { Knex } from 'knex'
 import type { ReadConsistency, ReplicaSet } from '../db/replicas.js'
@@ -934,12 +935,14 @@ function checkMeta(meta: unknown): RequestMeta {
   const out: Record<string, string> = {}
   for (const [key, value] of Object.entries(meta)) {
     if (value === undefined) continue
-    if (typeof value !== 'string' || value.length > 1_000) {
+    // A NUL or a lone surrogate cannot be stored in the audit row's jsonb: refuse it here, naming the field.
+    if (typeof value !== 'string' || value.length > 1_000 || !isStorableText(value)) {
       throw new ValidationError(`meta.${key} must be a string of at most 1000 characters.`, [
         { field: `meta.${key}`, message: 'must be a short string' },
       ])
     }
-    out[key] = value
+    // An own property whatever the key (`__proto__` included), never a change of the object's prototype.
+    Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true })
   }
   return Object.freeze(out)
 }

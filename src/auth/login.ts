@@ -1,3 +1,4 @@
+import { isStorableText } from '../internal/text.js'
 import type { Knex } from 'knex'
 import { toDataError } from '../db/driver-errors.js'
 import { AuthenticationError } from '../errors.js'
@@ -62,20 +63,13 @@ export interface Auth {
 }
 
 const MAX_LOGIN_LENGTH = 320
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
 /**
  * Whether a login name is one a user could have, so it is worth a lookup. Anything else (not a string, empty, too
  * long, a NUL that PostgreSQL text cannot hold, a lone surrogate that UTF-8 cannot encode) matches no user.
  */
 function isLoginName(value: unknown): value is string {
-  return (
-    typeof value === 'string' &&
-    value.length > 0 &&
-    value.length <= MAX_LOGIN_LENGTH &&
-    !value.includes('\0') &&
-    !LONE_SURROGATE.test(value)
-  )
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_LOGIN_LENGTH && isStorableText(value)
 }
 
 /** @internal */

@@ -1,3 +1,4 @@
+import { isStorableText } from '../internal/text.js'
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import bcrypt from 'bcryptjs'
 import { ValidationError } from '../errors.js'
@@ -50,14 +51,12 @@ function resolveOptions(options: PasswordHashOptions = {}): { ln: number; r: num
   }
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
 /**
  * Whether a password is text that hashes as itself: no NUL (HMAC pads short keys with zero bytes, so scrypt takes
  * `"pw\0"` for `"pw"`, and bcrypt repeats its key so `"pw\0pw"` is `"pw"`) and no lone surrogate (UTF-8 has none:
  * each becomes U+FFFD, so different passwords would share a hash).
  */
-const isWellFormed = (password: string): boolean => !password.includes('\0') && !LONE_SURROGATE.test(password)
+const isWellFormed = isStorableText
 
 function checkPassword(password: unknown): asserts password is string {
   if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH) {

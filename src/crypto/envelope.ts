@@ -1,3 +1,4 @@
+import { isWellFormedText as wellFormed } from '../internal/text.js'
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { DecryptionError, ValidationError } from '../errors.js'
 import type { Keyring } from './keyring.js'
@@ -75,14 +76,6 @@ function badContextField(context: EnvelopeContext): 'table' | 'column' | 'rowId'
     if (typeof value !== 'string' || value.length === 0 || value.length > 255) return field
   }
   return undefined
-}
-
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
-/** `String.prototype.isWellFormed` (Node 20+), or the same check by regular expression. */
-function wellFormed(text: string): boolean {
-  const native = (text as unknown as { isWellFormed?: () => boolean }).isWellFormed
-  return native === undefined ? !LONE_SURROGATE.test(text) : native.call(text)
 }
 
 function invalidValue(column: string, message: string): ValidationError {

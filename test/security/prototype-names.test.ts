@@ -250,3 +250,30 @@ for (const rls of [false, true]) {
     })
   })
 }
+
+describe('request metadata', () => {
+  it('keeps a __proto__ key as data in the audit row, and refuses values the audit row cannot hold', async () => {
+    const { db, cleanup } = await openTestDatabase()
+    try {
+      const system = db.system('test')
+      const user = await system
+        .repo(User)
+        .create({ email: 'meta@example.com', username: 'meta', passwordHash: 'x', role: 'user' })
+      const meta = JSON.parse('{"__proto__": "from-json", "ip": "203.0.113.7"}') as Record<string, string>
+      const scope = db.scope(user, meta)
+      expect(Object.getPrototypeOf(scope.meta)).toBe(Object.prototype)
+      const event = await scope.audit.record('test.meta')
+      const { rows } = await db.knex.raw<{ rows: { metadata: Record<string, string> }[] }>(
+        'select metadata from audit_logs where id = ?',
+        [event.id],
+      )
+      expect(Object.hasOwn(rows[0]!.metadata, '__proto__')).toBe(true)
+      expect(rows[0]!.metadata.ip).toBe('203.0.113.7')
+      for (const bad of ['a\0b', '\uD800x']) {
+        expect(thrown(() => db.scope(user, { requestId: bad }))).toBeInstanceOf(ValidationError)
+      }
+    } finally {
+      await cleanup()
+    }
+  })
+})
