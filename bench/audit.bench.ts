@@ -11,6 +11,8 @@ import type { BenchContext } from './model-load.bench.js'
  *   raw single statement that does the same (the update and its audit rows in one data-modifying CTE), and against
  *   the raw unaudited `UPDATE`.
  *
+ * - an audited patch through the scoped query builder (one statement: lock, write, audit rows) against the raw
+ *   statement doing the same;
  * - the audited update again with the hash chain on (run last: the chain cannot be turned off).
  *
  * Each round flips the status, so every round really changes every row and writes its audit rows.
@@ -80,6 +82,14 @@ export async function auditBenchmarks({ db, pool, data }: BenchContext): Promise
       warmup: 1,
       library: () => repo().bulkUpdate(all, { status: status() }),
       raw: () => rawUpdate(all),
+    }),
+    defineBenchmark({
+      name: 'audited query().patch of one droplet vs raw UPDATE + audit CTE',
+      target: 1.5,
+      library: async () => {
+        await repo().query().patch({ status: status() }).where('id', one)
+      },
+      raw: () => rawAudited([one]),
     }),
     // Last: the chain stays on once enabled.
     defineBenchmark({

@@ -10,7 +10,9 @@ const SIZE = 20
 /**
  * Keyset pages of the user who owns 200,000 droplets, newest first, at depth 0 and at depth ~199,980: the library's
  * page (scoped repository, signed cursor) against the raw keyset SQL; and the raw OFFSET query at the same depth,
- * to show what keyset saves. The deep cursor is signed with a known secret, as a host's would be.
+ * to show what keyset saves. The deep cursor is signed with a known secret, as a host's would be. And offset page 1
+ * with its total for that user and for one with about 80 rows: a user's total counts only their own rows (capped at
+ * 10,000), so the raw side runs the page and the same capped count.
  */
 export async function paginationBenchmarks({ pool, url, data, onClose }: BenchContext): Promise<Benchmark[]> {
   const secret = randomBytes(32)
@@ -55,7 +57,42 @@ export async function paginationBenchmarks({ pool, url, data, onClose }: BenchCo
       plain.map((r) => r.id),
     )
   }
+  // Offset pages carry a total, and a user's total counts only their own rows (capped at 10,000): the raw side runs
+  // the same page and the same capped count.
+  const typical = (
+    await pool.query<{ id: string }>(`select user_id::text as id from droplets where user_id <> $1 limit 1`, [
+      data.heavyUserId,
+    ])
+  ).rows[0]!.id
+  const cappedCountSql = `select count(*)::int as n from (select 1 from "droplets" where "droplets"."user_id" = $1
+    limit $2) counted`
+  const rawOffsetPage = (userId: string) => async (): Promise<Record<string, unknown>[]> => {
+    const page = (await pool.query<Record<string, unknown>>(firstSql, [userId, SIZE + 1])).rows
+    if (page.length > SIZE) await pool.query(cappedCountSql, [userId, 10_001])
+    return page.slice(0, SIZE)
+  }
+  const libOffsetPage = (userId: string) => async () =>
+    (
+      await db
+        .scope({ id: userId, role: 'user' })
+        .repo(Droplet)
+        .list({ sort: ['-createdAt'], page: { number: 1, size: SIZE } })
+    ).items
   return [
+    defineBenchmark({
+      name: 'offset page 1 with its total, user with ~80 rows, vs raw page + count',
+      target: 1.6,
+      setup: () => same(libOffsetPage(typical), rawOffsetPage(typical)),
+      library: libOffsetPage(typical),
+      raw: rawOffsetPage(typical),
+    }),
+    defineBenchmark({
+      name: 'offset page 1 with its total, user with 200,000 rows, vs raw page + count capped at 10,000',
+      target: 1.6,
+      setup: () => same(libOffsetPage(actor.id), rawOffsetPage(actor.id)),
+      library: libOffsetPage(actor.id),
+      raw: rawOffsetPage(actor.id),
+    }),
     defineBenchmark({
       name: 'keyset page 1 (20 rows) vs raw keyset SQL',
       target: 1.6,

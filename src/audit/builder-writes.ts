@@ -45,10 +45,11 @@ export interface ScopedWriteBuilder {
 }
 
 /** `returning` as knex keeps it → a select list over the CTE `from`. */
-function returnedColumns(returning: unknown, from: string): string {
+function returnedColumns(returning: unknown, from: string, columns?: Iterable<string>): string {
   const list = returning === undefined ? [] : Array.isArray(returning) ? (returning as unknown[]) : [returning]
   if (list.length === 0 || list.some((c) => c === '*' || (typeof c === 'string' && c.endsWith('.*')))) {
-    return `${from}.*`
+    // The table's columns by name when the CTE carries more than them (the insert's `wincloud_inserted` flag).
+    return columns === undefined ? `${from}.*` : [...columns].map((c) => `${from}.${quoteIdentifier(c)}`).join(', ')
   }
   return list
     .map((c) => {
@@ -244,7 +245,7 @@ function insertStatement(
   }
   const statement: CompiledQuery = {
     ...original,
-    sql: `with ${parts.join(', ')} select ${returnedColumns(original.returning, 'created')} from created`,
+    sql: `with ${parts.join(', ')} select ${returnedColumns(original.returning, 'created', shape.types.keys())} from created`,
     bindings: bindings as Knex.Sql['bindings'],
   }
   if (merge !== undefined) statement.output = upsertOutput(internals, access, original)

@@ -257,3 +257,27 @@ describe.each([false, true])('upserts keep the scope (rls: %s)', (rls) => {
     expect(after.rows.find((r) => r.id === bobDroplet.id)).toMatchObject({ name: 'bob-d', user_id: bob.id })
   })
 })
+
+describe('inserts through query() with returning', () => {
+  it('return the row as it is in the table, and nothing of the statement that audits it', async () => {
+    const { db, cleanup } = await openTestDatabase()
+    try {
+      const alice = await db
+        .model(User)
+        .query()
+        .insertAndFetch({ email: 'ret@example.com', username: 'ret', passwordHash: 'x' })
+      const rows = await db
+        .scope(alice)
+        .repo(Droplet)
+        .query()
+        .insert([{ userId: alice.id, name: 'r1', region: 'nyc3', size: 's' }])
+        .returning('*')
+      expect(rows).toHaveLength(1)
+      const json = rows[0]!.toJSON() as Record<string, unknown>
+      expect(Object.keys(json).filter((k) => k.toLowerCase().includes('wincloud'))).toEqual([])
+      expect(json).toMatchObject({ userId: alice.id, name: 'r1', status: 'building' })
+    } finally {
+      await cleanup()
+    }
+  })
+})
