@@ -33,6 +33,93 @@ create or replace function wincloud_audit_canonical(
     octet_length(metadata::text) || ':' || metadata::text)
 $$`
 
+/** `wincloud_audit_chain_row()` as this migration creates it; 0004's rollback puts it back. @internal */
+export const CHAIN_ROW = `
+    create or replace function wincloud_audit_chain_row() returns trigger language plpgsql security definer
+    set search_path = pg_catalog, public as $$
+    declare
+      state text := current_setting('wincloud.audit_chain', true);
+      seq bigint;
+      prev bytea;
+    begin
+      if state is null or state = '' then
+        select c.last_seq, c.last_hash into seq, prev from wincloud_audit_chain c where c.id for update;
+      else
+        seq := split_part(state, ':', 1)::bigint;
+        prev := decode(split_part(state, ':', 2), 'hex');
+      end if;
+      new.chain_seq := seq + 1;
+      new.prev_hash := prev;
+      new.row_hash := sha256(prev || convert_to(wincloud_audit_canonical(new.chain_seq, new.id, new.created_at,
+        new.actor_id, new.actor_role, new.action, new.entity_type, new.entity_id, new.changes, new.metadata), 'UTF8'));
+      perform set_config('wincloud.audit_chain', new.chain_seq::text || ':' || encode(new.row_hash, 'hex'), true);
+      return new;
+    end $$`
+
+/** `wincloud_audit_chain_head()` as this migration creates it; 0004's rollback puts it back. @internal */
+export const CHAIN_HEAD = `
+    create or replace function wincloud_audit_chain_head() returns trigger language plpgsql security definer
+    set search_path = pg_catalog, public as $$
+    declare
+      state text := current_setting('wincloud.audit_chain', true);
+    begin
+      if state is not null and state <> '' then
+        update wincloud_audit_chain set last_seq = split_part(state, ':', 1)::bigint,
+          last_hash = decode(split_part(state, ':', 2), 'hex')
+        where id and last_seq is distinct from split_part(state, ':', 1)::bigint;
+      end if;
+      return null;
+    end $$`
+
+/** `wincloud_audit_enable_chain()` as this migration creates it; 0004's rollback puts it back. @internal */
+export const ENABLE_CHAIN = `
+    create or replace function wincloud_audit_enable_chain() returns timestamptz language plpgsql as $$
+    declare
+      started timestamptz;
+    begin
+      -- No insert is in flight while the triggers go in, and the start is taken after they exist: every row
+      -- written after enabled_at went through the chain.
+      lock table audit_logs in share row exclusive mode;
+      select enabled_at into started from wincloud_audit_chain where id for update;
+      if not exists (select from pg_trigger where tgname = 'wincloud_audit_logs_chain_row'
+                     and tgrelid = 'audit_logs'::regclass) then
+        create trigger wincloud_audit_logs_chain_row before insert on audit_logs
+          for each row execute function wincloud_audit_chain_row();
+        create trigger wincloud_audit_logs_chain_head after insert on audit_logs
+          for each statement execute function wincloud_audit_chain_head();
+      end if;
+      if started is null then
+        started := clock_timestamp();
+        update wincloud_audit_chain set enabled_at = started where id;
+      end if;
+      return started;
+    end $$`
+
+/** `wincloud_audit_purge(cutoff)` as this migration creates it; 0004's rollback puts it back. @internal */
+export const PURGE = `
+    create or replace function wincloud_audit_purge(cutoff timestamptz)
+    returns table (deleted bigint, anchor_seq bigint) language plpgsql as $$
+    declare
+      first_seq bigint;
+      anchor bytea;
+      n bigint;
+    begin
+      perform 1 from wincloud_audit_chain c where c.id for update;
+      select min(a.chain_seq) into first_seq from audit_logs a where a.chain_seq is not null and a.created_at >= cutoff;
+      if first_seq is null then
+        select c.last_seq + 1, c.last_hash into first_seq, anchor from wincloud_audit_chain c where c.id;
+      else
+        select a.prev_hash into anchor from audit_logs a where a.chain_seq = first_seq;
+      end if;
+      perform set_config('wincloud.audit_purge', 'on', true);
+      delete from audit_logs a where (a.chain_seq is null and a.created_at < cutoff) or a.chain_seq < first_seq;
+      get diagnostics n = row_count;
+      perform set_config('wincloud.audit_purge', '', true);
+      update wincloud_audit_chain c set anchor_seq = first_seq - 1, anchor_hash = anchor
+        where c.id and c.anchor_seq < first_seq - 1;
+      return query select n, first_seq - 1;
+    end $$`
+
 export async function up(knex: Knex): Promise<void> {
   await knex.raw(`
     create or replace function wincloud_uuidv7() returns uuid language sql volatile parallel safe as $$
@@ -88,88 +175,13 @@ export async function up(knex: Knex): Promise<void> {
 
   // Per row: the next sequence number and hashes, from a transaction-local copy of the head; the head row stays
   // locked until the transaction ends, so concurrent writers append one transaction after another.
-  await knex.raw(`
-    create or replace function wincloud_audit_chain_row() returns trigger language plpgsql security definer
-    set search_path = pg_catalog, public as $$
-    declare
-      state text := current_setting('wincloud.audit_chain', true);
-      seq bigint;
-      prev bytea;
-    begin
-      if state is null or state = '' then
-        select c.last_seq, c.last_hash into seq, prev from wincloud_audit_chain c where c.id for update;
-      else
-        seq := split_part(state, ':', 1)::bigint;
-        prev := decode(split_part(state, ':', 2), 'hex');
-      end if;
-      new.chain_seq := seq + 1;
-      new.prev_hash := prev;
-      new.row_hash := sha256(prev || convert_to(wincloud_audit_canonical(new.chain_seq, new.id, new.created_at,
-        new.actor_id, new.actor_role, new.action, new.entity_type, new.entity_id, new.changes, new.metadata), 'UTF8'));
-      perform set_config('wincloud.audit_chain', new.chain_seq::text || ':' || encode(new.row_hash, 'hex'), true);
-      return new;
-    end $$`)
+  await knex.raw(CHAIN_ROW)
   // Per statement: the head row takes the last row's sequence number and hash.
-  await knex.raw(`
-    create or replace function wincloud_audit_chain_head() returns trigger language plpgsql security definer
-    set search_path = pg_catalog, public as $$
-    declare
-      state text := current_setting('wincloud.audit_chain', true);
-    begin
-      if state is not null and state <> '' then
-        update wincloud_audit_chain set last_seq = split_part(state, ':', 1)::bigint,
-          last_hash = decode(split_part(state, ':', 2), 'hex')
-        where id and last_seq is distinct from split_part(state, ':', 1)::bigint;
-      end if;
-      return null;
-    end $$`)
-  await knex.raw(`
-    create or replace function wincloud_audit_enable_chain() returns timestamptz language plpgsql as $$
-    declare
-      started timestamptz;
-    begin
-      -- No insert is in flight while the triggers go in, and the start is taken after they exist: every row
-      -- written after enabled_at went through the chain.
-      lock table audit_logs in share row exclusive mode;
-      select enabled_at into started from wincloud_audit_chain where id for update;
-      if not exists (select from pg_trigger where tgname = 'wincloud_audit_logs_chain_row'
-                     and tgrelid = 'audit_logs'::regclass) then
-        create trigger wincloud_audit_logs_chain_row before insert on audit_logs
-          for each row execute function wincloud_audit_chain_row();
-        create trigger wincloud_audit_logs_chain_head after insert on audit_logs
-          for each statement execute function wincloud_audit_chain_head();
-      end if;
-      if started is null then
-        started := clock_timestamp();
-        update wincloud_audit_chain set enabled_at = started where id;
-      end if;
-      return started;
-    end $$`)
+  await knex.raw(CHAIN_HEAD)
+  await knex.raw(ENABLE_CHAIN)
   // Retention: deletes rows older than the cutoff (for a chain, its prefix before the first row at or after the
   // cutoff, so no hole is left), moves the chain's anchor, and says how many rows went.
-  await knex.raw(`
-    create or replace function wincloud_audit_purge(cutoff timestamptz)
-    returns table (deleted bigint, anchor_seq bigint) language plpgsql as $$
-    declare
-      first_seq bigint;
-      anchor bytea;
-      n bigint;
-    begin
-      perform 1 from wincloud_audit_chain c where c.id for update;
-      select min(a.chain_seq) into first_seq from audit_logs a where a.chain_seq is not null and a.created_at >= cutoff;
-      if first_seq is null then
-        select c.last_seq + 1, c.last_hash into first_seq, anchor from wincloud_audit_chain c where c.id;
-      else
-        select a.prev_hash into anchor from audit_logs a where a.chain_seq = first_seq;
-      end if;
-      perform set_config('wincloud.audit_purge', 'on', true);
-      delete from audit_logs a where (a.chain_seq is null and a.created_at < cutoff) or a.chain_seq < first_seq;
-      get diagnostics n = row_count;
-      perform set_config('wincloud.audit_purge', '', true);
-      update wincloud_audit_chain c set anchor_seq = first_seq - 1, anchor_hash = anchor
-        where c.id and c.anchor_seq < first_seq - 1;
-      return query select n, first_seq - 1;
-    end $$`)
+  await knex.raw(PURGE)
 }
 
 export async function down(knex: Knex): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex'
+import * as audit0002 from './0002-audit.js'
 
 /**
  * The audit hash chain, hardened. `0002_audit` installed it; this migration replaces its functions:
@@ -190,90 +191,7 @@ export async function up(knex: Knex): Promise<void> {
     where c.id and c.enabled_at is not null`)
 }
 
-// The 0002 versions, character for character (0002 created them with the schema on the search path).
-const CHAIN_ROW_0002 = `
-    create or replace function wincloud_audit_chain_row() returns trigger language plpgsql security definer
-    set search_path = pg_catalog, public as $$
-    declare
-      state text := current_setting('wincloud.audit_chain', true);
-      seq bigint;
-      prev bytea;
-    begin
-      if state is null or state = '' then
-        select c.last_seq, c.last_hash into seq, prev from wincloud_audit_chain c where c.id for update;
-      else
-        seq := split_part(state, ':', 1)::bigint;
-        prev := decode(split_part(state, ':', 2), 'hex');
-      end if;
-      new.chain_seq := seq + 1;
-      new.prev_hash := prev;
-      new.row_hash := sha256(prev || convert_to(wincloud_audit_canonical(new.chain_seq, new.id, new.created_at,
-        new.actor_id, new.actor_role, new.action, new.entity_type, new.entity_id, new.changes, new.metadata), 'UTF8'));
-      perform set_config('wincloud.audit_chain', new.chain_seq::text || ':' || encode(new.row_hash, 'hex'), true);
-      return new;
-    end $$`
-
-const CHAIN_HEAD_0002 = `
-    create or replace function wincloud_audit_chain_head() returns trigger language plpgsql security definer
-    set search_path = pg_catalog, public as $$
-    declare
-      state text := current_setting('wincloud.audit_chain', true);
-    begin
-      if state is not null and state <> '' then
-        update wincloud_audit_chain set last_seq = split_part(state, ':', 1)::bigint,
-          last_hash = decode(split_part(state, ':', 2), 'hex')
-        where id and last_seq is distinct from split_part(state, ':', 1)::bigint;
-      end if;
-      return null;
-    end $$`
-
-const ENABLE_CHAIN_0002 = `
-    create or replace function wincloud_audit_enable_chain() returns timestamptz language plpgsql as $$
-    declare
-      started timestamptz;
-    begin
-      -- No insert is in flight while the triggers go in, and the start is taken after they exist: every row
-      -- written after enabled_at went through the chain.
-      lock table audit_logs in share row exclusive mode;
-      select enabled_at into started from wincloud_audit_chain where id for update;
-      if not exists (select from pg_trigger where tgname = 'wincloud_audit_logs_chain_row'
-                     and tgrelid = 'audit_logs'::regclass) then
-        create trigger wincloud_audit_logs_chain_row before insert on audit_logs
-          for each row execute function wincloud_audit_chain_row();
-        create trigger wincloud_audit_logs_chain_head after insert on audit_logs
-          for each statement execute function wincloud_audit_chain_head();
-      end if;
-      if started is null then
-        started := clock_timestamp();
-        update wincloud_audit_chain set enabled_at = started where id;
-      end if;
-      return started;
-    end $$`
-
-const PURGE_0002 = `
-    create or replace function wincloud_audit_purge(cutoff timestamptz)
-    returns table (deleted bigint, anchor_seq bigint) language plpgsql as $$
-    declare
-      first_seq bigint;
-      anchor bytea;
-      n bigint;
-    begin
-      perform 1 from wincloud_audit_chain c where c.id for update;
-      select min(a.chain_seq) into first_seq from audit_logs a where a.chain_seq is not null and a.created_at >= cutoff;
-      if first_seq is null then
-        select c.last_seq + 1, c.last_hash into first_seq, anchor from wincloud_audit_chain c where c.id;
-      else
-        select a.prev_hash into anchor from audit_logs a where a.chain_seq = first_seq;
-      end if;
-      perform set_config('wincloud.audit_purge', 'on', true);
-      delete from audit_logs a where (a.chain_seq is null and a.created_at < cutoff) or a.chain_seq < first_seq;
-      get diagnostics n = row_count;
-      perform set_config('wincloud.audit_purge', '', true);
-      update wincloud_audit_chain c set anchor_seq = first_seq - 1, anchor_hash = anchor
-        where c.id and c.anchor_seq < first_seq - 1;
-      return query select n, first_seq - 1;
-    end $$`
-
+/** Puts back the 0002 functions and triggers, from 0002's own text (0002 created them with the schema on the search path). */
 export async function down(knex: Knex): Promise<void> {
   const s = await schemaOf(knex)
   const { rows } = await knex.raw<{ rows: { enabled: boolean }[] }>(
@@ -294,7 +212,8 @@ export async function down(knex: Knex): Promise<void> {
   await knex.raw(
     `alter table ${s}.wincloud_audit_chain drop column if exists prechain_count, drop column if exists prechain_digest`,
   )
-  for (const sql of [CHAIN_ROW_0002, CHAIN_HEAD_0002, ENABLE_CHAIN_0002, PURGE_0002]) await knex.raw(sql)
+  for (const sql of [audit0002.CHAIN_ROW, audit0002.CHAIN_HEAD, audit0002.ENABLE_CHAIN, audit0002.PURGE])
+    await knex.raw(sql)
   if (enabled) {
     await knex.raw(`
       create trigger wincloud_audit_logs_chain_row before insert on audit_logs
