@@ -48,22 +48,46 @@ describe('migrations', () => {
   it('applies, reports, rolls back everything and re-applies to the identical schema', async () => {
     expect(await db.migrate.status()).toEqual({
       applied: [],
-      pending: ['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'],
+      pending: [
+        '0001_initial',
+        '0002_audit',
+        '0003_encrypted_columns',
+        '0004_audit_chain_hardening',
+        '0005_legacy_token_inventory',
+      ],
     })
     expect(await db.migrate.latest()).toEqual({
       batch: 1,
-      migrations: ['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'],
+      migrations: [
+        '0001_initial',
+        '0002_audit',
+        '0003_encrypted_columns',
+        '0004_audit_chain_hardening',
+        '0005_legacy_token_inventory',
+      ],
     })
     expect(await db.migrate.latest()).toEqual({ batch: 1, migrations: [] })
     expect(await db.migrate.status()).toEqual({
-      applied: ['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'],
+      applied: [
+        '0001_initial',
+        '0002_audit',
+        '0003_encrypted_columns',
+        '0004_audit_chain_hardening',
+        '0005_legacy_token_inventory',
+      ],
       pending: [],
     })
     const first = await catalog(db)
     expect(JSON.stringify(first)).toContain('users_email_unique')
 
     expect(await db.migrate.rollback({ all: true })).toMatchObject({
-      migrations: ['0005_legacy_token_inventory', '0004_audit_chain_hardening', '0003_encrypted_columns', '0002_audit', '0001_initial'],
+      migrations: [
+        '0005_legacy_token_inventory',
+        '0004_audit_chain_hardening',
+        '0003_encrypted_columns',
+        '0002_audit',
+        '0001_initial',
+      ],
     })
     const empty = (await catalog(db)) as Record<string, unknown[]>
     for (const part of ['columns', 'indexes', 'constraints', 'triggers', 'functions']) expect(empty[part]).toEqual([])
@@ -100,7 +124,13 @@ describe('migrations', () => {
 exports.down = (knex) => knex.schema.dropTable('invoices')\n`,
       )
       const [, applied] = await hostKnex.migrate.latest({ migrationSource, tableName: MIGRATIONS_TABLE })
-      expect(applied).toEqual(['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'])
+      expect(applied).toEqual([
+        '0001_initial',
+        '0002_audit',
+        '0003_encrypted_columns',
+        '0004_audit_chain_hardening',
+        '0005_legacy_token_inventory',
+      ])
       const [, own] = await hostKnex.migrate.latest({ directory: dir, loadExtensions: ['.js'] })
       expect(own).toEqual(['20260101000000_invoices.js'])
       expect(await hostKnex.schema.hasTable('invoices')).toBe(true)
@@ -108,7 +138,13 @@ exports.down = (knex) => knex.schema.dropTable('invoices')\n`,
       const lib = await createDatabase({ connection: testDb.url })
       try {
         expect(await lib.migrate.status()).toEqual({
-          applied: ['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'],
+          applied: [
+            '0001_initial',
+            '0002_audit',
+            '0003_encrypted_columns',
+            '0004_audit_chain_hardening',
+            '0005_legacy_token_inventory',
+          ],
           pending: [],
         })
       } finally {

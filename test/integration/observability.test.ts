@@ -279,7 +279,13 @@ describe('db.health()', () => {
     try {
       const report = await bare.health()
       expect(report.status).toBe('degraded')
-      expect(report.migrations.pending).toEqual(['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'])
+      expect(report.migrations.pending).toEqual([
+        '0001_initial',
+        '0002_audit',
+        '0003_encrypted_columns',
+        '0004_audit_chain_hardening',
+        '0005_legacy_token_inventory',
+      ])
       expect(report.tables).toEqual({})
     } finally {
       await bare.close()

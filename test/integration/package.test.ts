@@ -240,7 +240,13 @@ export async function names(): Promise<string[]> {
         const json = await cli(['health', '--json', '--exact'], { DATABASE_URL: fresh.url })
         const report = JSON.parse(json.stdout) as { status: string; migrations: { pending: string[] } }
         expect(report.status).toBe('degraded')
-        expect(report.migrations.pending).toEqual(['0001_initial', '0002_audit', '0003_encrypted_columns', '0004_audit_chain_hardening', '0005_legacy_token_inventory'])
+        expect(report.migrations.pending).toEqual([
+          '0001_initial',
+          '0002_audit',
+          '0003_encrypted_columns',
+          '0004_audit_chain_hardening',
+          '0005_legacy_token_inventory',
+        ])
         expect(json.stdout).not.toContain(fresh.url)
       } finally {
         await fresh.drop()
@@ -253,16 +259,19 @@ export async function names(): Promise<string[]> {
         const env = { DATABASE_URL: fresh.url }
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,
-          stdout: 'pending  0001_initial\npending  0002_audit\npending  0003_encrypted_columns\npending  0004_audit_chain_hardening\npending  0005_legacy_token_inventory\n',
+          stdout:
+            'pending  0001_initial\npending  0002_audit\npending  0003_encrypted_columns\npending  0004_audit_chain_hardening\npending  0005_legacy_token_inventory\n',
         })
         expect(await cli(['migrate', 'latest'], env)).toMatchObject({
           code: 0,
-          stdout: 'applied: 0001_initial, 0002_audit, 0003_encrypted_columns, 0004_audit_chain_hardening, 0005_legacy_token_inventory\n',
+          stdout:
+            'applied: 0001_initial, 0002_audit, 0003_encrypted_columns, 0004_audit_chain_hardening, 0005_legacy_token_inventory\n',
         })
         expect(await cli(['migrate', 'latest'], env)).toMatchObject({ code: 0, stdout: 'already up to date\n' })
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,
-          stdout: 'applied  0001_initial\napplied  0002_audit\napplied  0003_encrypted_columns\napplied  0004_audit_chain_hardening\napplied  0005_legacy_token_inventory\n',
+          stdout:
+            'applied  0001_initial\napplied  0002_audit\napplied  0003_encrypted_columns\napplied  0004_audit_chain_hardening\napplied  0005_legacy_token_inventory\n',
         })
         const seeded = await cli(['seed', '--users', '2', '--droplets-per-user', '1'], env)
         expect(seeded.code).toBe(0)
@@ -325,11 +334,13 @@ export async function names(): Promise<string[]> {
         expect(health.stdout).toMatch(/encryption: current key k1; values per key: none/)
         expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
           code: 0,
-          stdout: 'rolled back: 0005_legacy_token_inventory, 0004_audit_chain_hardening, 0003_encrypted_columns, 0002_audit, 0001_initial\n',
+          stdout:
+            'rolled back: 0005_legacy_token_inventory, 0004_audit_chain_hardening, 0003_encrypted_columns, 0002_audit, 0001_initial\n',
         })
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,
-          stdout: 'pending  0001_initial\npending  0002_audit\npending  0003_encrypted_columns\npending  0004_audit_chain_hardening\npending  0005_legacy_token_inventory\n',
+          stdout:
+            'pending  0001_initial\npending  0002_audit\npending  0003_encrypted_columns\npending  0004_audit_chain_hardening\npending  0005_legacy_token_inventory\n',
         })
         expect(await cli(['migrate', 'rollback'], env)).toMatchObject({ code: 0, stdout: 'nothing to roll back\n' })
       } finally {

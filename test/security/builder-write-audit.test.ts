@@ -169,7 +169,11 @@ describe.each([false, true])('query-builder writes are audited from the write it
     const bob = await db
       .model(User)
       .query()
-      .insertAndFetch({ email: `q${rls ? 'r' : 'n'}@example.com`, username: `quota-${rls ? 'r' : 'n'}`, passwordHash: 'x' })
+      .insertAndFetch({
+        email: `q${rls ? 'r' : 'n'}@example.com`,
+        username: `quota-${rls ? 'r' : 'n'}`,
+        passwordHash: 'x',
+      })
     const mine = await db.scope(alice).repo(Quota).create({ used: 1 })
     const theirs = await db.scope(bob).repo(Quota).create({ used: 1 })
     expect(await db.scope(alice).repo(Quota).query().increment('used', 5)).toBeGreaterThanOrEqual(1)
