@@ -15,6 +15,7 @@ const THROUGH_PGBOUNCER = [
   'test/integration/rls.test.ts',
   'test/integration/seed.test.ts',
   'test/integration/pgbouncer.test.ts',
+  'test/integration/model-registry.test.ts',
   'test/security/**/*.test.ts',
 ]
 

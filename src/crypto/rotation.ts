@@ -180,8 +180,8 @@ export interface DatabaseCrypto {
    * otherwise it is left as it is and counted in `refused`, with the reason in `refusals` (no inventory taken, moved
    * since, …). Converted tokens leave the inventory. Resumable: a run that stops (a crash, a
    * throw from `onProgress`) is simply run again, it picks up what is left. No model hook runs and no audit row is
-   * written per value; one `crypto.rotate` audit row sums the run up. `models` defaults to `[User, Droplet]`: list
-   * yours with them.
+   * written per value; one `crypto.rotate` audit row sums the run up. `models` defaults to the registered models
+   * with encrypted properties (`User`, `Droplet` and the host's from `createDatabase({ models })`).
    */
   rotate(options?: {
     readonly batchSize?: number
@@ -195,7 +195,7 @@ export interface DatabaseCrypto {
    * so until it is rotated, one copied to another row decrypts there; `rotate()` refuses every token the inventory
    * does not vouch for (and all of them when none was taken).
    *
-   * Walks every encrypted property of `models` (default `[User, Droplet]`: list yours with them) in batches of
+   * Walks every encrypted property of `models` (default: the registered models with encrypted properties) in batches of
    * `batchSize` rows (default 500). Each entry is an HMAC-SHA256 digest of the table, column, row id and token under
    * a key derived from `encryption.blindIndexKey` (required, with `legacyFernetKeys`), useless at any other place.
    * An existing entry is never overwritten. A run that stops is resumed by running it again; once a column's run has
@@ -219,7 +219,7 @@ export interface DatabaseCrypto {
   }): Promise<LegacyInventoryResult>
   /**
    * How many values each key still protects: when an old key's count is 0 everywhere, it can be retired. `models`
-   * defaults to `[User, Droplet]`.
+   * defaults to the registered models with encrypted properties.
    */
   keyUsage(options?: { readonly models?: readonly EncryptedModel[] }): Promise<KeyUsage>
   /**

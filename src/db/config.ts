@@ -3,6 +3,7 @@ import { Keyring, type EncryptionConfig } from '../crypto/keyring.js'
 import { ConfigError, isDataError } from '../errors.js'
 import type { CacheConfig } from './cache.js'
 import type { PasswordHashOptions } from '../auth/passwords.js'
+import { AuditLog, BaseModel, Droplet, User } from '../models/index.js'
 
 /**
  * A pino-compatible logger: each method takes a plain object of fields and a message. `console` works too.
@@ -142,6 +143,13 @@ export interface DatabaseConfig {
   replicaCheckIntervalMs?: number
   /** The Redis read cache (needs the `ioredis` package); see {@link CacheConfig}. */
   cache?: CacheConfig
+  /**
+   * The host's own models (classes extending `BaseModel`), registered beside the library's `User`, `Droplet` and
+   * `AuditLog`, which are always in the registry. Everything that lists models reads it: row-level security
+   * (`db.migrate.installRowLevelSecurity()`, and `db.migrate.latest()` with `rls: true`), key rotation, key usage and
+   * the legacy-token inventory (their default `models`), and the tables `db.health()` counts. Each table once.
+   */
+  models?: readonly (typeof BaseModel)[]
 }
 
 /**
@@ -180,6 +188,38 @@ export interface ResolvedConfig {
   readonly maxReplicaLagMs: number
   readonly replicaCheckIntervalMs: number
   readonly cache: CacheConfig | undefined
+  /** The model registry: the library's models, then the host's. */
+  readonly models: readonly (typeof BaseModel)[]
+}
+
+/** The library's own models: always in the registry, first. */
+const LIBRARY_MODELS: readonly (typeof BaseModel)[] = [User, Droplet, AuditLog]
+
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/
+
+function parseModels(input: unknown): readonly (typeof BaseModel)[] {
+  if (input === undefined) return Object.freeze([...LIBRARY_MODELS])
+  if (!Array.isArray(input)) throw new ConfigError('models', 'must be a list of model classes.')
+  const models = [...LIBRARY_MODELS]
+  const tables = new Map(LIBRARY_MODELS.map((m) => [m.tableName, m]))
+  for (const [i, model] of (input as unknown[]).entries()) {
+    if (typeof model !== 'function' || !((model as { prototype?: unknown }).prototype instanceof BaseModel)) {
+      throw new ConfigError(`models[${i}]`, 'must be a class that extends BaseModel.')
+    }
+    const modelClass = model as typeof BaseModel
+    const table: unknown = modelClass.tableName
+    if (typeof table !== 'string' || !TABLE_NAME.test(table)) {
+      throw new ConfigError(`models[${i}]`, 'must have a static tableName that is a table name.')
+    }
+    const known = tables.get(table)
+    if (known === modelClass) continue
+    if (known !== undefined) {
+      throw new ConfigError(`models[${i}]`, `is a second model of the table ${table} (${known.name} has it).`)
+    }
+    tables.set(table, modelClass)
+    models.push(modelClass)
+  }
+  return Object.freeze(models)
 }
 
 /** Options of a later version, by name, with what to use meanwhile. A Map: option names come from callers. */
@@ -202,6 +242,7 @@ const TOP_LEVEL = new Set([
   'maxReplicaLagMs',
   'replicaCheckIntervalMs',
   'cache',
+  'models',
 ])
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -449,9 +490,12 @@ export function parseConfig(input: unknown): ResolvedConfig {
     })
   }
 
+  const models = parseModels(input.models)
+
   return Object.freeze({
     connection,
     cache,
+    models,
     replicas: Object.freeze(replicas),
     maxReplicaLagMs,
     replicaCheckIntervalMs,

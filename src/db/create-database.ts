@@ -20,8 +20,8 @@ import { createAuth, type Auth } from '../auth/login.js'
 import { ConfigError, isDataError, UnavailableError } from '../errors.js'
 import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
+import type { BaseModel } from '../models/base-model.js'
 import { Droplet } from '../models/droplet.js'
-import { AuditLog } from '../models/audit-log.js'
 import { installRowLevelSecurity } from '../access/row-level-security.js'
 import { CursorCodec } from '../pagination/cursor-codec.js'
 import { User } from '../models/user.js'
@@ -82,6 +82,24 @@ export interface Migrator {
   rollback(options?: { all?: boolean }): Promise<MigrationResult>
   /** Lists applied and pending migrations. */
   status(): Promise<MigrationStatus>
+  /**
+   * Installs (or refreshes) row-level security for every model of the registry whose table exists: the library's,
+   * and the host's own (`createDatabase({ models })`), each from its policy and the roles, as `latest()` does for
+   * the library's tables with `rls: true`. Run it after the host's own migrations have created their tables, or
+   * inside one of them by passing its `knex` (the migration's transaction). Needs `rls: true` and the tables'
+   * owner. Returns the tables it installed, and the registered tables it did not find.
+   *
+   * @example
+   * ```ts
+   * const db = await createDatabase({ connection: process.env.DATABASE_URL, rls: true, models: [Domain] })
+   * await db.migrate.latest()
+   * await hostKnex.migrate.latest() // creates domains
+   * const { installed } = await db.migrate.installRowLevelSecurity() // ['users', 'droplets', 'audit_logs', 'domains']
+   * ```
+   */
+  installRowLevelSecurity(options?: {
+    readonly knex?: Knex | Knex.Transaction
+  }): Promise<{ readonly installed: readonly string[]; readonly missing: readonly string[] }>
 }
 
 /**
@@ -122,6 +140,11 @@ export interface Database {
   readonly migrate: Migrator
   /** Development seeding. */
   readonly seed: Seeder
+  /**
+   * The model registry: `User`, `Droplet`, `AuditLog`, then the host's own models from `createDatabase({ models })`.
+   * Row-level security, key rotation and usage, and health counts read it.
+   */
+  readonly models: readonly (typeof BaseModel)[]
   /** Login by email or username. Every attempt leaves an audit row (`auth.login`, `auth.login_failed`). */
   readonly auth: Auth
   /** The audit log's hash chain (tamper evidence) and retention. */
@@ -205,6 +228,7 @@ class DatabaseHandle implements Database {
   readonly connectionInfo: string
   readonly embedded: boolean
   readonly migrate: Migrator
+  readonly models: readonly (typeof BaseModel)[]
   readonly seed: Seeder
   readonly auth: Auth
   readonly audit: DatabaseAudit
@@ -278,11 +302,36 @@ class DatabaseHandle implements Database {
         throw toDataError(error)
       }
     }
+    // Row-level security for the registered models whose tables exist (a host's may come later, from its migrations).
+    const installRegistered = async (runner: Knex | Knex.Transaction) => {
+      const { rows } = await runner.raw<{ rows: { table: string; found: boolean }[] }>(
+        `select t.name as table, to_regclass(quote_ident(t.name)) is not null as found from unnest(?::text[]) t(name)`,
+        [config.models.map((m) => m.tableName)],
+      )
+      const found = new Set(rows.filter((r) => r.found).map((r) => r.table))
+      await installRowLevelSecurity(
+        runner,
+        config.models.filter((m) => found.has(m.tableName)),
+        config.roles,
+      )
+      return {
+        installed: config.models.map((m) => m.tableName).filter((t) => found.has(t)),
+        missing: config.models.map((m) => m.tableName).filter((t) => !found.has(t)),
+      }
+    }
+    this.models = config.models
     this.migrate = Object.freeze({
+      installRowLevelSecurity: (options: { knex?: Knex | Knex.Transaction } = {}) =>
+        run(async () => {
+          if (!config.rls) {
+            throw new ConfigError('rls', 'is off: row-level security is installed only with rls: true.')
+          }
+          return await installRegistered(options.knex ?? knex)
+        }),
       latest: () =>
         run(async () => {
           const [batch, log] = (await migrator.latest()) as [number, string[]]
-          if (config.rls) await installRowLevelSecurity(knex, [User, Droplet, AuditLog], config.roles)
+          if (config.rls) await installRegistered(knex)
           return { batch, migrations: log }
         }),
       rollback: (options: { all?: boolean } = {}) =>
@@ -303,7 +352,13 @@ class DatabaseHandle implements Database {
     this.auth.onLoginAttempt(recordLoginAttempt)
     const systemStamp = (reason: string): AuditStamp => auditStamp(undefined, SYSTEM_ROLE, {}, reason)
     this.audit = createDatabaseAudit(knex, systemStamp)
-    this.crypto = createDatabaseCrypto(knex, config.keyring, [this.model(User), this.model(Droplet)], systemStamp)
+    const encrypted = config.models.filter((m) => m.encrypted !== undefined && Object.keys(m.encrypted).length > 0)
+    this.crypto = createDatabaseCrypto(
+      knex,
+      config.keyring,
+      encrypted.map((m) => this.model(m)),
+      systemStamp,
+    )
     this.seed = Object.freeze({
       development: (options?: SeedOptions) =>
         run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),
@@ -324,7 +379,8 @@ class DatabaseHandle implements Database {
       connection: healthConnection,
       pool: { min: config.pool.min, max: config.pool.max },
       keyring: config.keyring,
-      models: [User, Droplet],
+      models: encrypted,
+      tables: config.models.map((m) => m.tableName),
       migrationNames: async () =>
         (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m)),
       stats: queryStats,

@@ -83,7 +83,7 @@ export interface HealthOptions {
   readonly timeoutMs?: number
   /** Count rows exactly (under the remaining time as a statement timeout) instead of planner estimates. */
   readonly exactCounts?: boolean
-  /** More tables to count, besides `users`, `droplets` and `audit_logs`. */
+  /** More tables to count, besides those of the model registry (`users`, `droplets`, `audit_logs` and the host's). */
   readonly tables?: readonly string[]
   /** Count the values each encryption key protects (reads every encrypted column: not for every probe). */
   readonly keyUsage?: boolean
@@ -109,7 +109,6 @@ interface TarnPool {
   numPendingCreates(): number
 }
 
-const LIBRARY_TABLES = ['users', 'droplets', 'audit_logs']
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$/
 
 /** A short description of why the database did not answer: codes and kinds, never addresses or credentials. */
@@ -155,6 +154,7 @@ export class HealthReporter {
   readonly #pool: { min: number; max: number }
   readonly #keyring: Keyring | undefined
   readonly #models: readonly EncryptedModel[]
+  readonly #tables: readonly string[]
   readonly #migrationNames: () => Promise<readonly string[]>
   readonly #stats: QueryStats | undefined
   readonly #replicas: ReplicaSet | undefined
@@ -172,6 +172,8 @@ export class HealthReporter {
     pool: { min: number; max: number }
     keyring: Keyring | undefined
     models: readonly EncryptedModel[]
+    /** The registered models' tables, always counted. */
+    tables: readonly string[]
     migrationNames: () => Promise<readonly string[]>
     stats: QueryStats | undefined
     replicas?: ReplicaSet | undefined
@@ -185,6 +187,7 @@ export class HealthReporter {
     this.#pool = options.pool
     this.#keyring = options.keyring
     this.#models = options.models
+    this.#tables = options.tables
     this.#migrationNames = options.migrationNames
     this.#stats = options.stats
     this.#logger = options.logger
@@ -213,7 +216,7 @@ export class HealthReporter {
       )
     }
     const degradedLatencyMs = options.degradedLatencyMs ?? 250
-    const tables = [...LIBRARY_TABLES, ...(options.tables ?? [])]
+    const tables = [...new Set([...this.#tables, ...(options.tables ?? [])])]
     const bad = tables.find((t) => typeof t !== 'string' || !TABLE_NAME.test(t))
     if (bad !== undefined || !Number.isFinite(degradedLatencyMs) || degradedLatencyMs < 0) {
       const field = bad !== undefined ? 'tables' : 'degradedLatencyMs'
