@@ -93,5 +93,5 @@ export {
   UnavailableError,
   ConfigError,
   isDataError,
-} from './errors.js'
-export type { DataErrorCode, DataErrorJson, ValidationDetail, ConstraintKind } from './errors.js'
+} from './errors/index.js'
+export type { DataErrorCode, DataErrorJson, ValidationDetail, ConstraintKind } from './errors/index.js'

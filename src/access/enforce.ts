@@ -1,9 +1,10 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import type { ReadCache } from '../db/cache.js'
 import type { Model } from 'objection'
 import type { AuditStamp } from '../audit/recorder.js'
-import { ForbiddenError, ValidationError } from '../errors.js'
-import { modelAccess, quoteIdentifier } from './model-access.js'
+import { ForbiddenError, ValidationError } from '../errors/index.js'
+import { modelAccess } from './model-access.js'
 import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from './policy.js'
 
 /** The query-context key under which a scope travels with every query, eager child queries included. @internal */

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { ValidationError } from '../errors.js'
+import { ValidationError } from '../errors/index.js'
 import { BoundedMap } from '../internal/bounded-map.js'
 
 /**

@@ -1,7 +1,8 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Model } from 'objection'
 import { blindIndexes } from '../crypto/blind-index.js'
 import { encryptedProperties, keyringOf } from '../crypto/columns.js'
-import { ConfigError, ValidationError } from '../errors.js'
+import { ConfigError, ValidationError } from '../errors/index.js'
 import { FilterCompiler, type ColumnType, type FilterColumn } from './filter-compiler.js'
 import type { Policy } from './policy.js'
 
@@ -44,9 +45,6 @@ export interface ModelAccess {
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/
 const RESERVED = new Set(['and', 'or', 'not'])
-
-/** @internal */
-export const quoteIdentifier = (name: string): string => `"${name.replace(/"/g, '""')}"`
 
 const cache = new WeakMap<object, ModelAccess>()
 

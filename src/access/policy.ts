@@ -1,4 +1,4 @@
-import { ForbiddenError, ValidationError } from '../errors.js'
+import { ForbiddenError, ValidationError } from '../errors/index.js'
 
 /**
  * What an actor does to rows of a model.

@@ -1,7 +1,8 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import type { Model } from 'objection'
 import { AUDIT_TABLE } from '../audit/recorder.js'
-import { modelAccess, quoteIdentifier } from './model-access.js'
+import { modelAccess } from './model-access.js'
 import { accessLevel, type AccessAction, type RolePermissions } from './policy.js'
 
 /**

@@ -1,15 +1,22 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import { isStorableText } from '../internal/text.js'
 import { BoundedMap } from '../internal/bounded-map.js'
 import type { Knex } from 'knex'
 import type { ReadConsistency, ReplicaSet } from '../db/replicas.js'
 import type { ReadCache } from '../db/cache.js'
 import type { Model, PartialModelObject } from 'objection'
-import { toDataError } from '../db/driver-errors.js'
-import { ForbiddenError, InvalidCursorError, NotFoundError, ValidationError, UnavailableError } from '../errors.js'
+import { toDataError } from '../errors/driver-errors.js'
+import {
+  ForbiddenError,
+  InvalidCursorError,
+  NotFoundError,
+  ValidationError,
+  UnavailableError,
+} from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
 import { displayKey, type Filter, type FilterWalk } from './filter-compiler.js'
-import { compileSort, modelAccess, quoteIdentifier, type CompiledSort, type ModelAccess } from './model-access.js'
+import { compileSort, modelAccess, type CompiledSort, type ModelAccess } from './model-access.js'
 import {
   deleteStatement,
   insertColumns,

@@ -1,11 +1,12 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import type { QueryContext } from 'objection'
 import { aliasColumns, auditInsertSql, auditShape, diffSql, snapshotSql, type AuditShape } from '../audit/recorder.js'
 import { setRowIdHint } from '../crypto/columns.js'
-import { ValidationError } from '../errors.js'
+import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY, type ScopeContext } from './enforce.js'
-import { quoteIdentifier, type ModelAccess } from './model-access.js'
+import { type ModelAccess } from './model-access.js'
 
 /**
  * What a scoped write works on: the model, its access metadata, the scope, and the knex (or the transaction the

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
-import { toDataError } from '../db/driver-errors.js'
-import { ValidationError } from '../errors.js'
+import { toDataError } from '../errors/driver-errors.js'
+import { ValidationError } from '../errors/index.js'
 import type { AuditLog } from '../models/audit-log.js'
 import type { LoginAttempt } from '../auth/login.js'
 import { verifyAuditChain, type AuditVerification } from './chain.js'

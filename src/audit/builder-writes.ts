@@ -1,8 +1,9 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import { requireAccess, type ScopeContext } from '../access/enforce.js'
-import { modelAccess, quoteIdentifier, type ModelAccess } from '../access/model-access.js'
+import { modelAccess, type ModelAccess } from '../access/model-access.js'
 import { updateStatementHead } from '../access/writes.js'
-import { ConflictError, ValidationError } from '../errors.js'
+import { ConflictError, ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { aliasColumns, auditInsertSql, diffSql, resolvedAuditShape, snapshotSql, type AuditShape } from './recorder.js'
 

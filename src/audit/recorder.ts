@@ -1,6 +1,6 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import type { ModelAccess } from '../access/model-access.js'
-import { quoteIdentifier } from '../access/model-access.js'
 import { encryptedProperties } from '../crypto/columns.js'
 import type { BaseModel } from '../models/base-model.js'
 

@@ -1,7 +1,7 @@
 import { isStorableText } from '../internal/text.js'
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import bcrypt from 'bcryptjs'
-import { ValidationError } from '../errors.js'
+import { ValidationError } from '../errors/index.js'
 
 /**
  * scrypt cost settings. `cost` is log2 of scrypt's N. Defaults: `cost: 15`, `blockSize: 8`, `parallelization: 1`

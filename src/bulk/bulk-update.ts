@@ -1,12 +1,12 @@
+import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import { requireAccess } from '../access/enforce.js'
-import { quoteIdentifier } from '../access/model-access.js'
 import type { FilterWalk } from '../access/filter-compiler.js'
 import { patchColumns, shapeOf, updateStatementHead, type WriteTarget } from '../access/writes.js'
 import { auditShape } from '../audit/recorder.js'
 import { namesEncrypted } from '../crypto/columns.js'
-import { toDataError } from '../db/driver-errors.js'
-import { ValidationError } from '../errors.js'
+import { toDataError } from '../errors/driver-errors.js'
+import { ValidationError } from '../errors/index.js'
 import { checkBulkOptions, chunks, type BulkOptions, type BulkResult } from './bulk.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i

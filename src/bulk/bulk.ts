@@ -1,4 +1,4 @@
-import { ValidationError } from '../errors.js'
+import { ValidationError } from '../errors/index.js'
 
 /**
  * Options of the bulk operations.

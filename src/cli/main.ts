@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createDatabase, type Database } from '../db/create-database.js'
-import { isDataError, UnavailableError } from '../errors.js'
+import { isDataError, UnavailableError } from '../errors/index.js'
 import type { HealthReport } from '../observability/health.js'
 
 /** Exit codes of `wincloud-data`. */

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto'
-import { ConfigError, ValidationError } from '../errors.js'
+import { ConfigError, ValidationError } from '../errors/index.js'
 import { isPlaceName, type Keyring } from './keyring.js'
 
 /**

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex'
-import { ConfigError, ValidationError } from '../errors.js'
+import { ConfigError, ValidationError } from '../errors/index.js'
 import { blindIndex, type BlindIndexOptions } from './blind-index.js'
 import { decryptValue, encryptValue } from './envelope.js'
 import { fernetDecrypt, isFernetToken } from './fernet.js'

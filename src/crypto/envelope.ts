@@ -1,6 +1,6 @@
 import { isWellFormedText as wellFormed } from '../internal/text.js'
 import { createCipheriv, createDecipheriv } from 'node:crypto'
-import { DecryptionError, ValidationError } from '../errors.js'
+import { DecryptionError, ValidationError } from '../errors/index.js'
 import type { Keyring } from './keyring.js'
 import { freshRandom } from './random-pool.js'
 

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto'
-import { DecryptionError, ValidationError } from '../errors.js'
+import { DecryptionError, ValidationError } from '../errors/index.js'
 import { freshRandom } from './random-pool.js'
 
 const VERSION = 0x80

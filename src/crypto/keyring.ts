@@ -1,6 +1,6 @@
 import { createSecretKey, hkdfSync, type KeyObject } from 'node:crypto'
 import { inspect } from 'node:util'
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../errors/index.js'
 
 /**
  * The `encryption` part of the configuration: keys by id (base64 of 32 random bytes), the one that encrypts new

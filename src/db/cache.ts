@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { Redis, RedisOptions } from 'ioredis'
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../errors/index.js'
 import type { Logger } from './config.js'
 
 /**

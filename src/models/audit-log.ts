@@ -1,6 +1,6 @@
 import type { JSONSchema, Pojo, QueryContext } from 'objection'
 import { scopeOf } from '../access/enforce.js'
-import { ForbiddenError } from '../errors.js'
+import { ForbiddenError } from '../errors/index.js'
 import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
 import { BaseModel } from './base-model.js'

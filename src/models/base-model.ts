@@ -15,7 +15,7 @@ import type { ColumnType } from '../access/filter-compiler.js'
 import type { Policy } from '../access/policy.js'
 import addFormats from 'ajv-formats'
 import { uuidv7 } from '../internal/uuid.js'
-import { ValidationError, type ValidationDetail } from '../errors.js'
+import { ValidationError, type ValidationDetail } from '../errors/index.js'
 import { BaseQueryBuilder } from './base-query-builder.js'
 import {
   absorbEncryptedColumn,

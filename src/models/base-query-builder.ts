@@ -1,7 +1,7 @@
 import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
 import { SCOPE_KEY, scopeKnexQuery, scopeOf, type ScopeContext } from '../access/enforce.js'
-import { toDataError } from '../db/driver-errors.js'
+import { toDataError } from '../errors/driver-errors.js'
 import { compileScopedWrite } from '../audit/builder-writes.js'
 import { auditShape } from '../audit/recorder.js'
 import { modelAccess } from '../access/model-access.js'

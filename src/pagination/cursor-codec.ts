@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { InvalidCursorError } from '../errors.js'
+import { InvalidCursorError } from '../errors/index.js'
 
 const VERSION = 1
 const MAC_BYTES = 16

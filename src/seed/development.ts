@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Knex } from 'knex'
 import { hashPassword, type PasswordHashOptions } from '../auth/passwords.js'
-import { ValidationError } from '../errors.js'
+import { ValidationError } from '../errors/index.js'
 import { type Droplet, DROPLET_STATUSES } from '../models/droplet.js'
 import { type User } from '../models/user.js'
 

@@ -6,8 +6,19 @@ import {
   UnavailableError,
   ValidationError,
   type DataError,
-} from '../errors.js'
-import { CHECK_CONSTRAINT_FIELDS } from '../migrations/0001-initial.js'
+} from './index.js'
+
+/**
+ * The field each CHECK constraint of the library's schema is about (PostgreSQL's error does not say): the
+ * constraints migration `0001_initial` creates.
+ */
+const CHECK_CONSTRAINT_FIELDS: Readonly<Record<string, string>> = {
+  users_role_format_check: 'role',
+  droplets_name_length_check: 'name',
+  droplets_region_format_check: 'region',
+  droplets_size_format_check: 'size',
+  droplets_status_check: 'status',
+}
 
 interface PgErrorFields {
   code?: unknown
@@ -114,7 +125,12 @@ export function toDataError(error: unknown): unknown {
       break
     }
     case '23514': {
-      const field = (constraint && CHECK_CONSTRAINT_FIELDS[constraint]) ?? constraint ?? 'unknown'
+      const field =
+        (constraint && Object.hasOwn(CHECK_CONSTRAINT_FIELDS, constraint)
+          ? CHECK_CONSTRAINT_FIELDS[constraint]
+          : undefined) ??
+        constraint ??
+        'unknown'
       mapped = new ValidationError(
         `A value of ${table ?? 'the row'} breaks the check constraint ${constraint ?? ''}.`.replace(' .', '.'),
         [{ field, message: `breaks the check constraint ${constraint ?? ''}`.trim(), keyword: 'check' }],
