@@ -50,14 +50,13 @@ export type { EncryptedColumnOptions } from './crypto/columns.js'
 export type {
   DatabaseCrypto,
   EncryptColumnProgress,
-  EncryptedModel,
-  KeyUsage,
   LegacyInventoryProgress,
   LegacyInventoryResult,
   LegacyTokenRefusal,
   RotationProgress,
   RotationResult,
-} from './crypto/rotation.js'
+} from './jobs/rotation.js'
+export type { EncryptedModel, KeyUsage } from './crypto/key-usage.js'
 export type { BlindIndexOptions, BlindIndexNormalization } from './crypto/blind-index.js'
 
 export { healthHandler } from './observability/http.js'

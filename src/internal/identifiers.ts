@@ -5,3 +5,6 @@
  * @internal
  */
 export const quoteIdentifier = (name: string): string => `"${name.replace(/"/g, '""')}"`
+
+/** The prefix of columns the library selects for its own use, e.g. keyset cursor values. @internal */
+export const INTERNAL_COLUMN = '__wincloud_'

@@ -1,4 +1,5 @@
 import { BoundedMap } from '../internal/bounded-map.js'
+import { INTERNAL_COLUMN } from '../internal/identifiers.js'
 import {
   AjvValidator,
   Model,
@@ -27,9 +28,6 @@ import {
   rowIdHint,
   type EncryptedColumnOptions,
 } from '../crypto/columns.js'
-
-/** The prefix of columns the library selects for its own use, e.g. keyset cursor values. @internal */
-export const INTERNAL_COLUMN = '__wincloud_'
 
 /** Column → property names per model; bounded, since raw queries may alias columns freely. */
 const propertyNameCache = new WeakMap<object, BoundedMap<string, string>>()

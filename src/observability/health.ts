@@ -1,7 +1,7 @@
 import pg from 'pg'
 import type { Knex } from 'knex'
 import type { Keyring } from '../crypto/keyring.js'
-import { keyUsageSql, type EncryptedModel } from '../crypto/rotation.js'
+import { keyUsageSql, type EncryptedModel } from '../crypto/key-usage.js'
 import { encryptedProperties } from '../crypto/columns.js'
 import type { Logger } from '../db/config.js'
 import { ValidationError } from '../errors/index.js'

@@ -1,4 +1,4 @@
-import { INTERNAL_COLUMN } from '../models/base-model.js'
+import { INTERNAL_COLUMN } from '../internal/identifiers.js'
 import type { SortKey } from '../access/model-access.js'
 
 /** The columns through which a keyset page reads its rows' sort-key values as PostgreSQL text. @internal */
