@@ -530,21 +530,24 @@ export class FilterCompiler {
 
   #condition(column: FilterColumn, op: string): string {
     const c = column.sql
+    // An integer value is any safe integer: bound as int8, so a smallint or integer column compares it (PostgreSQL
+    // has the cross-type operators, and indexes serve them) instead of failing to read it as its own type.
+    const v = typeName(column.type) === 'integer' ? '?::int8' : '?'
     switch (op) {
       case 'eq':
-        return `${c} = ?`
+        return `${c} = ${v}`
       case 'ne':
-        return `${c} is distinct from ?`
+        return `${c} is distinct from ${v}`
       case 'lt':
-        return `${c} < ?`
+        return `${c} < ${v}`
       case 'lte':
-        return `${c} <= ?`
+        return `${c} <= ${v}`
       case 'gt':
-        return `${c} > ?`
+        return `${c} > ${v}`
       case 'gte':
-        return `${c} >= ?`
+        return `${c} >= ${v}`
       case 'between':
-        return `${c} between ? and ?`
+        return `${c} between ${v} and ${v}`
       case 'in':
         return `${c} = any(?::${arrayType(column.type)})`
       case 'notIn':
