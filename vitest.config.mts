@@ -37,11 +37,16 @@ export default defineConfig({
     reporters: ['default'],
     projects: [
       {
+        // Needs no database: compilers, codecs, crypto, configuration, the layers. `npm run test:unit`.
+        extends: true,
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'] },
+      },
+      {
         extends: true,
         test: {
           name: 'postgres',
           include: ['test/**/*.test.ts'],
-          exclude: ['test/integration/pgbouncer.test.ts'],
+          exclude: ['test/unit/**', 'test/integration/pgbouncer.test.ts'],
           globalSetup: ['./test/helpers/global-setup.ts'],
         },
       },

@@ -78,7 +78,7 @@ export type { SeedOptions, SeedResult, SeededAccount } from './seed/development.
 
 export { hashPassword, verifyPassword, passwordNeedsRehash } from './auth/passwords.js'
 export type { PasswordHashOptions } from './auth/passwords.js'
-export type { Auth, LoginAttempt, LoginListener } from './auth/login.js'
+export type { Auth, DatabaseAuth, LoginAttempt, LoginListener } from './auth/login.js'
 
 export {
   DataError,

@@ -48,7 +48,7 @@ export type LoginListener = (attempt: LoginAttempt) => void | Promise<void>
  * const scope = db.scope(user, { ip: req.ip })
  * ```
  */
-export interface Auth {
+export interface DatabaseAuth {
   /**
    * Finds the user by email or username (case-insensitive) and checks the password. Inactive users, unknown
    * users, wrong passwords and malformed input (a login name that is not a string, is empty, is longer than 320
@@ -72,8 +72,23 @@ function isLoginName(value: unknown): value is string {
   return typeof value === 'string' && value.length > 0 && value.length <= MAX_LOGIN_LENGTH && isStorableText(value)
 }
 
+/**
+ * The former name of {@link DatabaseAuth}, kept for one minor version.
+ *
+ * @deprecated Use `DatabaseAuth`, named like `DatabaseAudit` and `DatabaseCrypto`.
+ * @example
+ * ```ts
+ * const auth: DatabaseAuth = db.auth
+ * ```
+ */
+export type Auth = DatabaseAuth
+
 /** @internal */
-export function createAuth(knex: Knex, BoundUser: typeof User, hashOptions: PasswordHashOptions | undefined): Auth {
+export function createAuth(
+  knex: Knex,
+  BoundUser: typeof User,
+  hashOptions: PasswordHashOptions | undefined,
+): DatabaseAuth {
   const listeners = new Set<LoginListener>()
   let dummyHash: Promise<string> | undefined
   const dummy = (): Promise<string> => (dummyHash ??= hashPassword(`dummy-${Math.random()}`, hashOptions))

@@ -16,7 +16,7 @@ import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../
 import { auditStamp, type AuditStamp } from '../audit/recorder.js'
 import { createDatabaseCrypto, type DatabaseCrypto } from '../jobs/rotation.js'
 import { registerKeyring } from '../crypto/columns.js'
-import { createAuth, type Auth } from '../auth/login.js'
+import { createAuth, type DatabaseAuth } from '../auth/login.js'
 import { ConfigError, isDataError, UnavailableError } from '../errors/index.js'
 import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
@@ -146,7 +146,7 @@ export interface Database {
    */
   readonly models: readonly (typeof BaseModel)[]
   /** Login by email or username. Every attempt leaves an audit row (`auth.login`, `auth.login_failed`). */
-  readonly auth: Auth
+  readonly auth: DatabaseAuth
   /** The audit log's hash chain (tamper evidence) and retention. */
   readonly audit: DatabaseAudit
   /** Key rotation of encrypted properties and how many values each key protects. */
@@ -230,7 +230,7 @@ class DatabaseHandle implements Database {
   readonly migrate: Migrator
   readonly models: readonly (typeof BaseModel)[]
   readonly seed: Seeder
-  readonly auth: Auth
+  readonly auth: DatabaseAuth
   readonly audit: DatabaseAudit
   readonly crypto: DatabaseCrypto
   readonly stats: DatabaseStats
