@@ -21,7 +21,7 @@ export { Scope } from './access/scope.js'
 export type { ScopedRepository, ListOptions, RequestMeta, ScopeOptions } from './access/scope.js'
 export type { ReadConsistency, ReplicaStatus } from './db/replicas.js'
 export type { CacheConfig, CacheServer, CacheStatus } from './db/cache.js'
-export { definePolicy, ownedBy, DEFAULT_ROLES } from './access/policy.js'
+export { definePolicy, ownedBy, DEFAULT_ROLES } from './models/policy.js'
 export type {
   Actor,
   AccessAction,
@@ -30,7 +30,7 @@ export type {
   Policy,
   PolicyDefinition,
   RolePermissions,
-} from './access/policy.js'
+} from './models/policy.js'
 export type { OffsetPage, KeysetPage, PageInfo, OffsetPageRequest, KeysetPageRequest } from './pagination/page.js'
 export type { BulkOptions, BulkProgress, BulkResult } from './bulk/bulk.js'
 export { SCOPED_DATABASE_ROLE } from './access/row-level-security.js'

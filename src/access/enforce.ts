@@ -5,48 +5,32 @@ import type { Model } from 'objection'
 import type { AuditStamp } from '../audit/recorder.js'
 import { ForbiddenError, ValidationError } from '../errors/index.js'
 import { modelAccess } from './model-access.js'
-import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from './policy.js'
-
-/** The query-context key under which a scope travels with every query, eager child queries included. @internal */
-export const SCOPE_KEY = '@wincloud/data:scope'
+import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from '../models/policy.js'
+import { scopeOf, type ScopePort, type ScopedQueryBuilder } from '../models/scope-port.js'
 
 /**
- * What a query needs to know about the scope it runs in.
+ * What a query needs to know about the scope it runs in: the port the models see, and what enforcement reads.
  *
  * @internal
  */
-export interface ScopeContext {
+export interface ScopeContext extends ScopePort {
   readonly role: string
   /** The acting user's id; undefined for `db.system()`. */
   readonly actorId: string | undefined
   readonly roles: Readonly<Record<string, RolePermissions>>
-  /**
-   * With row-level security: the statements that make a transaction scoped (after BEGIN). Undefined without RLS
-   * and for system scopes.
-   */
-  readonly rlsSql: string | undefined
-  /** True when the queries run in a transaction that already carries the scope's settings. */
-  readonly inTransaction: boolean
   /** Who acts, as the scope's audit rows record it. */
   readonly audit: AuditStamp
   /** With replicas: where this scope's next read goes (outside transactions). */
   readonly reader?: (() => Knex) | undefined
   /** With replicas: a replica whose read failed on the connection. */
   readonly readerFailed?: ((reader: Knex, error: unknown) => void) | undefined
-  /**
-   * A write to `table` has settled: outside a transaction it committed (or failed after committing chunks), and the
-   * cache and read-your-writes learn of it now; inside one, when the outermost transaction ends.
-   */
-  readonly wrote?: ((table: string) => void) | undefined
   /** With a cache: reads of this scope go through it. */
   readonly cache?: { readonly cache: ReadCache; readonly actor: string } | undefined
 }
 
-/** @internal */
-export function scopeOf(context: unknown): ScopeContext | undefined {
-  if (typeof context !== 'object' || context === null) return undefined
-  return (context as Record<string, ScopeContext | undefined>)[SCOPE_KEY]
-}
+/** The scope a query context carries, as enforcement sees it (the library puts only ScopeContexts there). @internal */
+export const scopeContextOf = (context: unknown): ScopeContext | undefined =>
+  scopeOf(context) as ScopeContext | undefined
 
 /**
  * The access level of a scope for an action on a model, or a ForbiddenError when it has none.
@@ -58,15 +42,6 @@ export function requireAccess(scope: ScopeContext, modelClass: typeof Model, act
   const level = accessLevel(access.policy, scope.roles, scope.role, action)
   if (level === 'none') throw new ForbiddenError(action, access.name)
   return level
-}
-
-/** The part of an objection query builder that scoping reads. @internal */
-export interface ScopedBuilder {
-  modelClass(): unknown
-  tableRefFor(modelClass: never): string
-  isInsert(): boolean
-  isUpdate(): boolean
-  isDelete(): boolean
 }
 
 interface KnexStatement {
@@ -144,7 +119,7 @@ function scopeUpsert(knexBuilder: Knex.QueryBuilder, modelClass: typeof Model, s
  *
  * @internal
  */
-export function scopeKnexQuery(builder: ScopedBuilder, knexBuilder: Knex.QueryBuilder, scope: ScopeContext): void {
+export function scopeKnexQuery(builder: ScopedQueryBuilder, knexBuilder: Knex.QueryBuilder, scope: ScopeContext): void {
   const modelClass = builder.modelClass() as typeof Model
   const action: AccessAction = builder.isInsert()
     ? 'create'

@@ -4,7 +4,7 @@ import { blindIndexes } from '../crypto/blind-index.js'
 import { encryptedProperties, keyringOf } from '../crypto/columns.js'
 import { ConfigError, ValidationError } from '../errors/index.js'
 import { FilterCompiler, type ColumnType, type FilterColumn } from './filter-compiler.js'
-import type { Policy } from './policy.js'
+import type { Policy } from '../models/policy.js'
 
 /** What the access layer reads from a model class. */
 interface AccessModelClass {

@@ -3,7 +3,7 @@ import type { Knex } from 'knex'
 import type { Model } from 'objection'
 import { AUDIT_TABLE } from '../audit/recorder.js'
 import { modelAccess } from './model-access.js'
-import { accessLevel, type AccessAction, type RolePermissions } from './policy.js'
+import { accessLevel, type AccessAction, type RolePermissions } from '../models/policy.js'
 
 /**
  * The PostgreSQL role every scoped transaction switches to when `rls: true`: no login, no BYPASSRLS, not a

@@ -14,7 +14,9 @@ import {
   UnavailableError,
 } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
-import { SCOPE_KEY, requireAccess, type ScopeContext } from './enforce.js'
+import { requireAccess, type ScopeContext } from './enforce.js'
+import { SCOPE_ENFORCEMENT } from './enforcement.js'
+import { SCOPE_KEY } from '../models/scope-port.js'
 import { displayKey, type Filter, type FilterWalk } from './filter-compiler.js'
 import { compileSort, modelAccess, type CompiledSort, type ModelAccess } from './model-access.js'
 import {
@@ -41,7 +43,7 @@ import {
   type OffsetPageRequest,
 } from '../pagination/page.js'
 import { scopedTransactionSql } from './row-level-security.js'
-import { SYSTEM_ROLE, type Actor, type RolePermissions } from './policy.js'
+import { SYSTEM_ROLE, type Actor, type RolePermissions } from '../models/policy.js'
 import { AUDIT_TABLE, auditStamp } from '../audit/recorder.js'
 import { recordAuditEvent, type AuditEvent, type ScopeAudit } from '../audit/audit.js'
 import { AuditLog } from '../models/audit-log.js'
@@ -772,6 +774,7 @@ export class Scope {
       roles: env.roles,
       rlsSql: env.rls && actor !== undefined ? scopedTransactionSql(actor.id, actor.role, false) : undefined,
       inTransaction: trx !== undefined,
+      enforcement: SCOPE_ENFORCEMENT,
       audit: auditStamp(actor?.id, this.role, meta as Readonly<Record<string, string>>, reason),
       ...(replicas === undefined
         ? {}

@@ -5,7 +5,8 @@ import { aliasColumns, auditInsertSql, auditShape, diffSql, snapshotSql, type Au
 import { setRowIdHint } from '../crypto/columns.js'
 import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
-import { SCOPE_KEY, type ScopeContext } from './enforce.js'
+import type { ScopeContext } from './enforce.js'
+import { SCOPE_KEY } from '../models/scope-port.js'
 import { type ModelAccess } from './model-access.js'
 
 /**

@@ -1,4 +1,4 @@
-import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../access/policy.js'
+import { checkPermissions, DEFAULT_ROLES, SYSTEM_ROLE, type RolePermissions } from '../models/policy.js'
 import { Keyring, type EncryptionConfig } from '../crypto/keyring.js'
 import { ConfigError, isDataError } from '../errors/index.js'
 import type { CacheConfig } from './cache.js'

@@ -11,7 +11,7 @@ import {
 } from '../access/scope.js'
 import { ReplicaSet } from './replicas.js'
 import { ReadCache } from './cache.js'
-import { SYSTEM_ROLE, type Actor } from '../access/policy.js'
+import { SYSTEM_ROLE, type Actor } from '../models/policy.js'
 import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
 import { auditStamp, type AuditStamp } from '../audit/recorder.js'
 import { createDatabaseCrypto, type DatabaseCrypto } from '../jobs/rotation.js'

@@ -1,8 +1,8 @@
 import type { JSONSchema, Pojo, QueryContext } from 'objection'
-import { scopeOf } from '../access/enforce.js'
+import { scopeOf } from './scope-port.js'
 import { ForbiddenError } from '../errors/index.js'
 import type { ColumnType } from '../access/filter-compiler.js'
-import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
+import { definePolicy, ownedBy, type Policy } from './policy.js'
 import { BaseModel } from './base-model.js'
 import { uuidv7 } from '../internal/uuid.js'
 

@@ -11,9 +11,9 @@ import {
   type QueryContext,
   type Validator,
 } from 'objection'
-import { checkScopedWrite, scopeOf } from '../access/enforce.js'
+import { scopeOf } from './scope-port.js'
 import type { ColumnType } from '../access/filter-compiler.js'
-import type { Policy } from '../access/policy.js'
+import type { Policy } from './policy.js'
 import addFormats from 'ajv-formats'
 import { uuidv7 } from '../internal/uuid.js'
 import { ValidationError, type ValidationDetail } from '../errors/index.js'
@@ -246,7 +246,7 @@ export class BaseModel extends Model {
 
   override $beforeInsert(context: QueryContext): void {
     const scope = scopeOf(context)
-    if (scope !== undefined) checkScopedWrite(this as never, scope, 'create')
+    if (scope !== undefined) scope.enforcement.checkWrite(scope, this as never, 'create')
     if (this.id === undefined || this.id === null) this.id = uuidv7()
     const now = new Date()
     if (this.createdAt === undefined) this.createdAt = now
@@ -255,7 +255,7 @@ export class BaseModel extends Model {
 
   override $beforeUpdate(_options: ModelOptions, context: QueryContext): void {
     const scope = scopeOf(context)
-    if (scope !== undefined) checkScopedWrite(this as never, scope, 'update')
+    if (scope !== undefined) scope.enforcement.checkWrite(scope, this as never, 'update')
     this.updatedAt = new Date()
   }
 }

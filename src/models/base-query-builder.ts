@@ -1,11 +1,7 @@
 import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
-import { SCOPE_KEY, scopeKnexQuery, scopeOf, type ScopeContext } from '../access/enforce.js'
+import { SCOPE_KEY, scopeOf, type ScopePort } from './scope-port.js'
 import { toDataError } from '../errors/driver-errors.js'
-import { compileScopedWrite } from '../audit/builder-writes.js'
-import { auditShape } from '../audit/recorder.js'
-import { modelAccess } from '../access/model-access.js'
-import type { BaseModel } from './base-model.js'
 
 type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
 const objectionMethods = QueryBuilder.prototype as unknown as Record<
@@ -41,10 +37,7 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
   executeOnBuildKnex(knexBuilder: Knex.QueryBuilder): Knex.QueryBuilder {
     const built = objectionExecuteOnBuildKnex.call(this, knexBuilder)
     const scope = scopeOf(this.context())
-    if (scope !== undefined) {
-      scopeKnexQuery(this, built, scope)
-      if (this.isInsert() || this.isUpdate() || this.isDelete()) compileScopedWrite(this, built, scope)
-    }
+    if (scope !== undefined) scope.enforcement.narrow(scope, this, built)
     return built
   }
 
@@ -75,14 +68,13 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
     }
   }
 
-  async #runScoped(method: 'execute' | 'resultSize', scope: ScopeContext | undefined): Promise<unknown> {
+  async #runScoped(method: 'execute' | 'resultSize', scope: ScopePort | undefined): Promise<unknown> {
     const objection = objectionMethods[method]
     try {
       if (scope === undefined) return await objection.call(this)
       const write = method === 'execute' && (this.isInsert() || this.isUpdate() || this.isDelete())
-      const model = this.modelClass() as unknown as typeof BaseModel
-      // The write is compiled synchronously into one statement with its audit rows: it needs the model's audit shape.
-      if (write && model.audited) await auditShape(this.knex(), model, modelAccess(model))
+      // The write is compiled synchronously into one statement with its audit rows: what it needs is read first.
+      if (write) await scope.enforcement.prepareWrite(scope, this.modelClass() as unknown as typeof Model, this.knex())
       // An upsert that meets a row outside the scope fails after its statement ran: it needs a transaction to undo.
       const upsert = write && this.isInsert() && this.has('merge')
       const needsRls = scope.rlsSql !== undefined && !scope.inTransaction

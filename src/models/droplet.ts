@@ -1,6 +1,6 @@
 import type { JSONSchema, RelationMappings } from 'objection'
 import type { ColumnType } from '../access/filter-compiler.js'
-import { definePolicy, ownedBy, type Policy } from '../access/policy.js'
+import { definePolicy, ownedBy, type Policy } from './policy.js'
 import { BaseModel } from './base-model.js'
 import type { EncryptedColumnOptions } from '../crypto/columns.js'
 import { User } from './user.js'

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { accessLevel, DEFAULT_ROLES, definePolicy, ownedBy, type AccessAction } from '../../src/access/policy.js'
+import { accessLevel, DEFAULT_ROLES, definePolicy, ownedBy, type AccessAction } from '../../src/models/policy.js'
 import { parseConfig } from '../../src/db/config.js'
 import {
   ConfigError,

@@ -89,7 +89,7 @@ function cycles(graph: Map<string, Map<string, string>>): string[][] {
  * The one cycle left, to be taken apart (docs/architecture.md, "Where it stands"): it may shrink, never grow, and
  * no other may appear.
  */
-const KNOWN_CYCLE = ['access', 'audit', 'bulk', 'models']
+const KNOWN_CYCLE = ['access', 'audit', 'bulk']
 
 /** What each lower folder may import, besides itself. */
 const ALLOWED: Readonly<Record<string, readonly string[]>> = {
@@ -98,6 +98,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   crypto: ['errors', 'internal'],
   migrations: ['errors', 'internal'],
   pagination: ['errors', 'internal'],
+  models: ['errors', 'internal', 'crypto'],
 }
 
 describe('the layers', () => {
