@@ -4,9 +4,10 @@ import type { ReadCache } from '../db/cache.js'
 import type { Model } from 'objection'
 import type { AuditStamp } from '../audit/recorder.js'
 import { ForbiddenError, ValidationError } from '../errors/index.js'
+import { insertedColumns, internalsOf, mergedColumns } from './knex-internals.js'
 import { modelAccess } from './model-access.js'
 import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from '../models/policy.js'
-import { scopeOf, type ScopePort, type ScopedQueryBuilder } from '../models/scope-port.js'
+import type { ScopePort, ScopedQueryBuilder } from '../models/scope-port.js'
 
 /**
  * What a query needs to know about the scope it runs in: the port the models see, and what enforcement reads.
@@ -28,10 +29,6 @@ export interface ScopeContext extends ScopePort {
   readonly cache?: { readonly cache: ReadCache; readonly actor: string } | undefined
 }
 
-/** The scope a query context carries, as enforcement sees it (the library puts only ScopeContexts there). @internal */
-export const scopeContextOf = (context: unknown): ScopeContext | undefined =>
-  scopeOf(context) as ScopeContext | undefined
-
 /**
  * The access level of a scope for an action on a model, or a ForbiddenError when it has none.
  *
@@ -44,32 +41,6 @@ export function requireAccess(scope: ScopeContext, modelClass: typeof Model, act
   return level
 }
 
-interface KnexStatement {
-  grouping: string
-}
-interface KnexBuilderInternals {
-  _statements: KnexStatement[]
-  _single: {
-    table?: unknown
-    insert?: unknown
-    onConflict?: unknown
-    merge?: { updates?: unknown }
-  }
-}
-
-/** The columns of the rows an INSERT writes, in first-seen order (knex keeps them as column → value objects). */
-function insertedColumns(insert: unknown): string[] {
-  const rows = Array.isArray(insert) ? (insert as unknown[]) : [insert]
-  const columns = new Set<string>()
-  for (const row of rows) {
-    if (typeof row !== 'object' || row === null) continue
-    for (const column of Object.keys(row)) columns.add(column)
-  }
-  return [...columns]
-}
-
-const unqualified = (column: string): string => column.slice(column.lastIndexOf('.') + 1)
-
 /**
  * Keeps a scoped upsert (`insert(…).onConflict(…).merge(…)`) inside its scope: the `DO UPDATE` never writes the id
  * or the creation time, and for a scope that sees only its own rows never the owner either, and touches only the
@@ -79,7 +50,7 @@ const unqualified = (column: string): string => column.slice(column.lastIndexOf(
  */
 function scopeUpsert(knexBuilder: Knex.QueryBuilder, modelClass: typeof Model, scope: ScopeContext): void {
   const access = modelAccess(modelClass)
-  const single = (knexBuilder as unknown as KnexBuilderInternals)._single
+  const single = internalsOf(knexBuilder)._single
   if (single.merge === undefined) return
   // Merging into an existing row is an update of it.
   const update = requireAccess(scope, modelClass, 'update')
@@ -100,12 +71,7 @@ function scopeUpsert(knexBuilder: Knex.QueryBuilder, modelClass: typeof Model, s
     }
     single.merge = { updates: merged }
   } else {
-    const named = Array.isArray(updates)
-      ? (updates as unknown[]).map(String)
-      : typeof updates === 'object' && updates !== null
-        ? Object.keys(updates)
-        : []
-    for (const column of named) if (fixed.has(unqualified(column))) refuse(unqualified(column))
+    for (const column of mergedColumns(updates)) if (fixed.has(column)) refuse(column)
   }
   if (update !== 'all' && access.ownerSql !== undefined) {
     knexBuilder.whereRaw(`${access.ownerSql} = ?`, [scope.actorId ?? null])
@@ -136,7 +102,7 @@ export function scopeKnexQuery(builder: ScopedQueryBuilder, knexBuilder: Knex.Qu
   if (level === 'all') return
 
   const access = modelAccess(modelClass)
-  const internals = knexBuilder as unknown as KnexBuilderInternals
+  const internals = internalsOf(knexBuilder)
   const refused = internals._statements.find(
     (s) => s.grouping === 'join' || s.grouping === 'union' || s.grouping === 'with',
   )
@@ -151,7 +117,7 @@ export function scopeKnexQuery(builder: ScopedQueryBuilder, knexBuilder: Knex.Qu
   if (wheres.length > 0) {
     internals._statements = internals._statements.filter((s) => s.grouping !== 'where')
     knexBuilder.where(function (this: Knex.QueryBuilder) {
-      ;(this as unknown as KnexBuilderInternals)._statements.push(...wheres)
+      internalsOf(this)._statements.push(...wheres)
     })
   }
   const ownerSql = `${quoteIdentifier(builder.tableRefFor(modelClass as never))}.${quoteIdentifier(access.ownerColumn!)}`

@@ -2,32 +2,12 @@ import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import { requireAccess, type ScopeContext } from '../access/enforce.js'
 import { modelAccess, type ModelAccess } from '../access/model-access.js'
+import { internalsOf, mergedColumns, unqualified, type KnexInternals } from '../access/knex-internals.js'
 import { updateStatementHead } from '../access/writes.js'
-import { ConflictError, ValidationError } from '../errors/index.js'
+import { uniqueConflict } from '../errors/driver-errors.js'
+import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { aliasColumns, auditInsertSql, diffSql, resolvedAuditShape, snapshotSql, type AuditShape } from './recorder.js'
-
-/**
- * The parts of a knex query builder (knex 3.1–3.3, PostgreSQL dialect) that a scoped write is compiled from. This
- * module is the one place that reads them for writes; the read side is access/enforce.ts.
- */
-interface KnexWriteInternals {
-  _method: string
-  _statements: { grouping: string }[]
-  _single: {
-    table?: unknown
-    insert?: unknown
-    update?: Record<string, unknown>
-    counter?: Record<string, number>
-    updateFrom?: unknown
-    returning?: unknown
-    onConflict?: unknown
-    merge?: { updates?: unknown }
-    ignore?: unknown
-  }
-  client: { queryBuilder(): Knex.QueryBuilder; raw(sql: string): Knex.Raw }
-  toSQL(): Sql
-}
 
 /** A query as knex compiles it for PostgreSQL, with its RETURNING list. */
 type Sql = Knex.Sql & { returning?: unknown }
@@ -64,7 +44,7 @@ function returnedColumns(returning: unknown, from: string, columns?: Iterable<st
  * Compiles the statement without its RETURNING clause, and with `where` (SQL, no bindings) added to its where
  * clauses when given; the builder is left as it was.
  */
-function withoutReturning(internals: KnexWriteInternals, compile: () => Sql, where?: Knex.Raw): Sql {
+function withoutReturning(internals: KnexInternals, compile: () => Sql, where?: Knex.Raw): Sql {
   const returning = internals._single.returning
   const statements = internals._statements
   internals._single.returning = undefined
@@ -80,8 +60,6 @@ function withoutReturning(internals: KnexWriteInternals, compile: () => Sql, whe
     internals._statements = statements
   }
 }
-
-const unqualified = (column: string): string => column.slice(column.lastIndexOf('.') + 1)
 
 /**
  * Turns the knex query of a scoped write (`repo.query().patch(…)`, `.update(…)`, `.delete()`, `.insert(…)`, with
@@ -104,7 +82,7 @@ const unqualified = (column: string): string => column.slice(column.lastIndexOf(
 export function compileScopedWrite(builder: ScopedWriteBuilder, knexBuilder: Knex.QueryBuilder, scope: ScopeContext) {
   const model = builder.modelClass() as typeof BaseModel
   const access = modelAccess(model)
-  const internals = knexBuilder as unknown as KnexWriteInternals
+  const internals = internalsOf(knexBuilder)
   const shape = model.audited ? resolvedAuditShape(access) : undefined
   const method = internals._method
   const merge = method === 'insert' && internals._single.merge !== undefined
@@ -128,32 +106,26 @@ export function compileScopedWrite(builder: ScopedWriteBuilder, knexBuilder: Kne
 }
 
 /** The number of rows an INSERT is given. */
-function insertedRowCount(internals: KnexWriteInternals): number {
+function insertedRowCount(internals: KnexInternals): number {
   const insert = internals._single.insert
   return Array.isArray(insert) ? insert.length : 1
 }
 
 /** A merge that returned fewer rows than it was given met rows outside the scope: a conflict, as a plain insert. */
-function upsertOutput(internals: KnexWriteInternals, access: ModelAccess, original: Sql) {
+function upsertOutput(internals: KnexInternals, access: ModelAccess, original: Sql) {
   const expected = insertedRowCount(internals)
   const conflict = conflictColumns(internals) ?? []
   return (response: { rows: Record<string, unknown>[]; rowCount?: number | null }): unknown => {
     const returned = response.rows.length
     if (returned < expected) {
-      throw new ConflictError(
-        `A row of ${access.table} with the same ${conflict.join(', ') || 'key'} already exists (unique constraint).`,
-        'unique',
-        access.table,
-        conflict,
-        undefined,
-      )
+      throw uniqueConflict(access.table, conflict, undefined)
     }
     return original.returning === undefined ? response.rowCount : response.rows
   }
 }
 
 /** The conflict target of an upsert as plain column names, or undefined when it is an expression. */
-function conflictColumns(internals: KnexWriteInternals): string[] | undefined {
+function conflictColumns(internals: KnexInternals): string[] | undefined {
   const target = internals._single.onConflict
   const list = typeof target === 'string' ? [target] : Array.isArray(target) ? (target as unknown[]) : undefined
   if (list === undefined || list.length === 0 || list.some((c) => typeof c !== 'string')) return undefined
@@ -162,7 +134,7 @@ function conflictColumns(internals: KnexWriteInternals): string[] | undefined {
 
 function insertStatement(
   model: typeof BaseModel,
-  internals: KnexWriteInternals,
+  internals: KnexInternals,
   access: ModelAccess,
   scope: ScopeContext,
   shape: AuditShape,
@@ -206,14 +178,7 @@ function insertStatement(
       bindings.push(scope.actorId)
     }
     parts.push(`old as (select ${t}.* from ${t} where ${where} order by ${access.idSql} for no key update)`)
-    const updates = merge.updates
-    merged = (
-      Array.isArray(updates)
-        ? (updates as unknown[]).map(String)
-        : typeof updates === 'object' && updates !== null
-          ? Object.keys(updates)
-          : []
-    ).map(unqualified)
+    merged = mergedColumns(merge.updates)
   }
   parts.push(`created as (${base.sql} returning ${t}.*, (${t}.xmax = 0) as wincloud_inserted)`)
   bindings.push(...base.bindings)
@@ -255,7 +220,7 @@ function insertStatement(
 }
 
 function updateStatement(
-  internals: KnexWriteInternals,
+  internals: KnexInternals,
   access: ModelAccess,
   scope: ScopeContext,
   shape: AuditShape,
@@ -273,14 +238,12 @@ function updateStatement(
     .table(access.table)
     .update(internals._single.update ?? {})
   // increment() / decrement() keep their amounts apart from the update data; knex merges them in when compiling.
-  ;(setBuilder as unknown as KnexWriteInternals)._single.counter = internals._single.counter
+  internalsOf(setBuilder)._single.counter = internals._single.counter
   const set = setBuilder.toSQL()
   const setAt = set.sql.indexOf(' set ')
   // The where clauses (the caller's, scope included), compiled on a SELECT of the same table.
   const select = client.queryBuilder().from(access.table).select(client.raw('1'))
-  ;(select as unknown as KnexWriteInternals)._statements.push(
-    ...internals._statements.filter((s) => s.grouping === 'where'),
-  )
+  internalsOf(select)._statements.push(...internals._statements.filter((s) => s.grouping === 'where'))
   const selected = select.toSQL()
   const fromAt = selected.sql.indexOf(' from ')
   const columns = [
@@ -303,7 +266,7 @@ function updateStatement(
 }
 
 function deleteStatement(
-  internals: KnexWriteInternals,
+  internals: KnexInternals,
   access: ModelAccess,
   scope: ScopeContext,
   shape: AuditShape,

@@ -51,20 +51,15 @@ function resolveOptions(options: PasswordHashOptions = {}): { ln: number; r: num
   }
 }
 
-/**
- * Whether a password is text that hashes as itself: no NUL (HMAC pads short keys with zero bytes, so scrypt takes
- * `"pw\0"` for `"pw"`, and bcrypt repeats its key so `"pw\0pw"` is `"pw"`) and no lone surrogate (UTF-8 has none:
- * each becomes U+FFFD, so different passwords would share a hash).
- */
-const isWellFormed = isStorableText
-
 function checkPassword(password: unknown): asserts password is string {
   if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH) {
     throw new ValidationError(`password must be a string of 1 to ${MAX_PASSWORD_LENGTH} characters.`, [
       { field: 'password', message: `must be a string of 1 to ${MAX_PASSWORD_LENGTH} characters`, keyword: 'length' },
     ])
   }
-  if (!isWellFormed(password)) {
+  // A NUL (HMAC pads short keys with zero bytes, so scrypt takes "pw\0" for "pw"; bcrypt repeats its key, so
+  // "pw\0pw" is "pw") or a lone surrogate (UTF-8 makes it U+FFFD) would let other passwords share a hash.
+  if (!isStorableText(password)) {
     throw new ValidationError('password must not contain a NUL character or a lone surrogate.', [
       { field: 'password', message: 'must not contain a NUL character or a lone surrogate', keyword: 'format' },
     ])
@@ -153,7 +148,7 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
       return false
     }
     // Checked after the comparison, so a malformed password costs the same time as any wrong one.
-    return valid && isWellFormed(password)
+    return valid && isStorableText(password)
   }
   const match = typeof hash === 'string' ? PHC_SCRYPT.exec(hash) : null
   if (!match) return false
@@ -167,7 +162,7 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
   const expectedKey = Buffer.from(expected, 'base64')
   if (expectedKey.length !== KEY_BYTES) return false
   const key = await scrypt(password, Buffer.from(salt, 'base64'), scryptOptions(params))
-  return timingSafeEqual(key, expectedKey) && isWellFormed(password)
+  return timingSafeEqual(key, expectedKey) && isStorableText(password)
 }
 
 /**

@@ -64,6 +64,28 @@ function text(value: unknown): string | undefined {
 }
 
 /**
+ * The error of a unique violation, worded the same wherever it is found: a driver's 23505, or a scoped upsert that
+ * met a row outside its scope (the statement that detects it raises it alike, so the two cannot be told apart).
+ *
+ * @internal
+ */
+export function uniqueConflict(
+  table: string | undefined,
+  columns: readonly string[],
+  constraint: string | undefined,
+  options?: ErrorOptions,
+): ConflictError {
+  return new ConflictError(
+    `A row of ${table ?? 'the table'} with the same ${columns.join(', ') || 'key'} already exists (${constraint ?? 'unique constraint'}).`,
+    'unique',
+    table,
+    columns,
+    constraint,
+    options,
+  )
+}
+
+/**
  * Turns an error from pg, knex or objection into the library's typed error where one fits: constraint violations
  * name their constraint and columns (never the values), connection loss and pool timeouts become
  * `UnavailableError`. Anything else is returned unchanged. The original error is kept as `cause`.
@@ -83,18 +105,9 @@ export function toDataError(error: unknown): unknown {
   let mapped: DataError | undefined
 
   switch (code) {
-    case '23505': {
-      const columns = keyColumns(native.detail)
-      mapped = new ConflictError(
-        `A row of ${table ?? 'the table'} with the same ${columns.join(', ') || 'key'} already exists (${constraint ?? 'unique constraint'}).`,
-        'unique',
-        table,
-        columns,
-        constraint,
-        options,
-      )
+    case '23505':
+      mapped = uniqueConflict(table, keyColumns(native.detail), constraint, options)
       break
-    }
     case '23503': {
       const columns = keyColumns(native.detail)
       const stillReferenced = typeof native.detail === 'string' && native.detail.includes('is still referenced')

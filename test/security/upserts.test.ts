@@ -71,7 +71,8 @@ describe.each([false, true])('upserts keep the scope (rls: %s)', (rls) => {
     ).rows
 
   beforeAll(async () => {
-    ;({ db, cleanup } = await openTestDatabase({ rls }))
+    // `creator` may create its own rows but update none: merging into a row is an update of it.
+    ;({ db, cleanup } = await openTestDatabase({ rls, roles: { creator: { read: 'own', create: 'own' } } }))
     const make = (name: string, role = 'user') =>
       db
         .model(User)
@@ -146,6 +147,19 @@ describe.each([false, true])('upserts keep the scope (rls: %s)', (rls) => {
     expect(after.find((r) => r.hostname === 'bob.example')).toEqual(bobs)
     expect(made.hostname).toBe('tx-after.example')
     expect(await auditOf('tx-new.example')).toEqual([])
+  })
+
+  it('merge() needs update access: a role that may only create gets a ForbiddenError and changes nothing', async () => {
+    const before = await rowsOf()
+    const creator = db.scope({ id: alice.id, role: 'creator' }).repo(Domain)
+    await expect(
+      creator.query().insert({ hostname: 'alice.example', note: 'creator' }).onConflict('hostname').merge(['note']),
+    ).rejects.toBeInstanceOf(ForbiddenError)
+    expect(await rowsOf()).toEqual(before)
+    // A plain insert is still what the role may do.
+    const made = await creator.query().insert({ hostname: 'creator.example' })
+    expect(made.userId).toBe(alice.id)
+    await db.knex.raw(`delete from domains where hostname = 'creator.example'`)
   })
 
   it('merge() may never write the id, the owner or the creation time', async () => {
@@ -247,9 +261,21 @@ describe.each([false, true])('upserts keep the scope (rls: %s)', (rls) => {
         .query()
         .insertGraph({ name: 'stolen', region: 'nyc3', size: 's', owner: { id: bob.id } } as never, { relate: true }),
     ).rejects.toBeInstanceOf(ForbiddenError)
-    await expect(
-      repo.query().upsertGraph({ id: bobDroplet.id, name: 'renamed' } as never, { insertMissing: false }),
-    ).rejects.toThrow()
+    // Another user's row is not found, exactly like a row that does not exist.
+    const attempt = (id: string) =>
+      repo
+        .query()
+        .upsertGraph({ id, name: 'renamed' } as never, { insertMissing: false })
+        .then(
+          () => undefined,
+          (error: unknown) => error as Error,
+        )
+    const reached = await attempt(bobDroplet.id)
+    const missing = await attempt('01a252e4-0000-7000-8000-000000000000')
+    expect(reached?.name).toBe('NotFoundError')
+    expect(reached?.message.replace(bobDroplet.id, 'ID')).toBe(
+      missing?.message.replace('01a252e4-0000-7000-8000-000000000000', 'ID'),
+    )
     const after = await db.knex.raw<{ rows: { id: string; name: string; user_id: string }[] }>(
       'select * from droplets order by id',
     )
