@@ -69,3 +69,32 @@ export async function openTestDatabase(
 
 /** Cheap password hashing for tests. */
 export const fastHash = { cost: 10 } as const
+
+/**
+ * A login role with exactly the grants docs/migrations.md lists for the application's role (and `wincloud_scoped`
+ * with row-level security), on the test database at `url` (a superuser URL). Returns its name and a URL that logs in
+ * as it, straight to the server: the role exists there, not in PgBouncer's authentication.
+ */
+export async function createApplicationRole(
+  url: string,
+  options: { rls: boolean },
+): Promise<{ role: string; url: string }> {
+  const role = `app_${randomBytes(5).toString('hex')}`
+  const password = randomBytes(12).toString('hex')
+  await adminQuery(`create role ${role} login password '${password}'`)
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    await client.query(`grant select, insert, update, delete on users, droplets to ${role}`)
+    await client.query(`grant select, insert on audit_logs to ${role}`)
+    await client.query(`grant select on wincloud_audit_chain to ${role}`)
+    await client.query(`grant select on wincloud_data_migrations, wincloud_data_migrations_lock to ${role}`)
+    if (options.rls) await client.query(`grant wincloud_scoped to ${role}`)
+  } finally {
+    await client.end()
+  }
+  const connection = new URL(url)
+  connection.username = role
+  connection.password = password
+  return { role, url: connection.toString() }
+}

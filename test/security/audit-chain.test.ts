@@ -16,7 +16,14 @@ import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createDatabase, Droplet, hashPassword, User, type Database } from '../../src/index.js'
-import { adminQuery, createTestDatabase, fastHash, openTestDatabase, type TestDatabase } from '../helpers/database.js'
+import {
+  adminQuery,
+  createTestDatabase,
+  fastHash,
+  openTestDatabase,
+  type TestDatabase,
+  createApplicationRole,
+} from '../helpers/database.js'
 
 const PASSWORD = 'chain-attack-password'
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -97,19 +104,10 @@ describe('the audit hash chain against the application role and a superuser', ()
     ;({ db, url, cleanup } = await openTestDatabase({ rls: true, auth: { passwordHash: fastHash } }))
     su = new pg.Client({ connectionString: url })
     await su.connect()
-    role = `app_${randomBytes(5).toString('hex')}`
-    const password = randomBytes(12).toString('hex')
-    await adminQuery(`create role ${role} login password '${password}'`)
-    // Exactly the grants docs/audit-log.md lists for the application's role.
-    await direct(`grant select, insert, update, delete on users, droplets to ${role}`)
-    await direct(`grant select, insert on audit_logs to ${role}`)
-    await direct(`grant select on wincloud_audit_chain to ${role}`)
-    await direct(`grant select on wincloud_data_migrations, wincloud_data_migrations_lock to ${role}`)
-    await direct(`grant wincloud_scoped to ${role}`)
-    const connection = new URL(url)
-    connection.username = role
-    connection.password = password
-    app = await createDatabase({ connection: connection.toString(), rls: true, auth: { passwordHash: fastHash } })
+    const created = await createApplicationRole(url, { rls: true })
+    role = created.role
+    const appUrl = created.url
+    app = await createDatabase({ connection: appUrl, rls: true, auth: { passwordHash: fastHash } })
 
     const hash = await hashPassword(PASSWORD, fastHash)
     alice = await db

@@ -22,7 +22,7 @@ import {
   ValidationError,
   type Database,
 } from '../../src/index.js'
-import { adminQuery, openTestDatabase } from '../helpers/database.js'
+import { adminQuery, openTestDatabase, createApplicationRole } from '../helpers/database.js'
 
 describe.each([false, true])('the audit tables against the application role (rls: %s)', (rls) => {
   let owner: Database
@@ -66,20 +66,10 @@ describe.each([false, true])('the audit tables against the application role (rls
     ;({ db: owner, url, cleanup } = await openTestDatabase({ rls }))
     client = new pg.Client({ connectionString: url })
     await client.connect()
-    role = `app_${randomBytes(5).toString('hex')}`
-    const password = randomBytes(12).toString('hex')
-    await adminQuery(`create role ${role} login password '${password}'`)
-    // Exactly the grants docs/audit-log.md lists for the application's role.
-    await direct(`grant select, insert, update, delete on users, droplets to ${role}`)
-    await direct(`grant select, insert on audit_logs to ${role}`)
-    await direct(`grant select on wincloud_audit_chain to ${role}`)
-    await direct(`grant select on wincloud_data_migrations, wincloud_data_migrations_lock to ${role}`)
-    if (rls) await direct(`grant wincloud_scoped to ${role}`)
-    // Straight to the server: the role exists on it, not in PgBouncer's authentication.
-    const connection = new URL(url)
-    connection.username = role
-    connection.password = password
-    app = await createDatabase({ connection: connection.toString(), rls })
+    const created = await createApplicationRole(url, { rls: rls })
+    role = created.role
+    const appUrl = created.url
+    app = await createDatabase({ connection: appUrl, rls })
 
     const make = (name: string, userRole = 'user') =>
       owner
