@@ -1,5 +1,35 @@
 import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
+import layers from './scripts/layers.json' with { type: 'json' }
+
+const folders = Object.keys(layers.allowed)
+
+/**
+ * The layers of docs/architecture.md, file by file: each folder of src/ may import values only from the folders
+ * scripts/layers.json allows it (type-only imports are free), and never from the face (the top-level entries).
+ */
+const layerRules = folders.map((folder) => {
+  const refused = [...folders, ...layers.face].filter(
+    (other) => other !== folder && !layers.allowed[folder].includes(other),
+  )
+  return {
+    files: [`src/${folder}/**/*.ts`],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [...refused.filter((f) => f !== 'face').map((f) => `../${f}/*`), '../*.js'],
+              allowTypeImports: true,
+              message: `src/${folder}/ may import values only from ${layers.allowed[folder].join(', ') || 'nothing of ours'} (docs/architecture.md).`,
+            },
+          ],
+        },
+      ],
+    },
+  }
+})
 
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'coverage/', 'docs/api/', 'examples/express-app/', '.tmp/'] },
@@ -20,6 +50,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
     },
   },
+  ...layerRules,
   {
     files: ['test/**/*.ts', 'bench/**/*.ts', 'examples/**/*.ts'],
     rules: {

@@ -1,4 +1,3 @@
-import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import type { ReadCache } from '../db/cache.js'
 import type { Model } from 'objection'
@@ -6,7 +5,8 @@ import type { AuditStamp } from '../audit/recorder.js'
 import { ForbiddenError, ValidationError } from '../errors/index.js'
 import { insertedColumns, internalsOf, mergedColumns } from './knex-internals.js'
 import { modelAccess } from './model-access.js'
-import { accessLevel, type AccessAction, type AccessLevel, type RolePermissions } from '../models/policy.js'
+import { requireAccess, rowScope } from './row-scope.js'
+import type { AccessAction, RolePermissions } from '../models/policy.js'
 import type { ScopePort, ScopedQueryBuilder } from '../models/scope-port.js'
 
 /**
@@ -27,18 +27,6 @@ export interface ScopeContext extends ScopePort {
   readonly readerFailed?: ((reader: Knex, error: unknown) => void) | undefined
   /** With a cache: reads of this scope go through it. */
   readonly cache?: { readonly cache: ReadCache; readonly actor: string } | undefined
-}
-
-/**
- * The access level of a scope for an action on a model, or a ForbiddenError when it has none.
- *
- * @internal
- */
-export function requireAccess(scope: ScopeContext, modelClass: typeof Model, action: AccessAction): AccessLevel {
-  const access = modelAccess(modelClass)
-  const level = accessLevel(access.policy, scope.roles, scope.role, action)
-  if (level === 'none') throw new ForbiddenError(action, access.name)
-  return level
 }
 
 /**
@@ -120,8 +108,8 @@ export function scopeKnexQuery(builder: ScopedQueryBuilder, knexBuilder: Knex.Qu
       internalsOf(this)._statements.push(...wheres)
     })
   }
-  const ownerSql = `${quoteIdentifier(builder.tableRefFor(modelClass as never))}.${quoteIdentifier(access.ownerColumn!)}`
-  knexBuilder.whereRaw(`${ownerSql} = ?`, [scope.actorId ?? null])
+  const rows = rowScope(scope, modelClass, action, builder.tableRefFor(modelClass as never))
+  knexBuilder.whereRaw(rows.sql, rows.bindings as Knex.RawBinding[])
 }
 
 /**

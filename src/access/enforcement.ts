@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
 import type { Model } from 'objection'
-import { compileScopedWrite } from '../audit/builder-writes.js'
+import { compileScopedWrite } from './query-writes.js'
 import { auditShape } from '../audit/recorder.js'
 import type { BaseModel } from '../models/base-model.js'
 import type { ScopeEnforcement, ScopedQueryBuilder, ScopePort } from '../models/scope-port.js'

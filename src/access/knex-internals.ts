@@ -4,7 +4,7 @@ import type { Knex } from 'knex'
  * The parts of a knex query builder (knex 3.1–3.3, PostgreSQL dialect) that scoping reads and rewrites: its
  * statements (where clauses, joins, unions, CTEs) and its single-valued parts (table, insert rows, update data,
  * increments, RETURNING, the upsert's conflict target and merge). The one description of knex's internals; read by
- * access/enforce.ts (narrowing) and audit/builder-writes.ts (one audited statement per write).
+ * access/enforce.ts (narrowing) and access/query-writes.ts (one audited statement per write).
  *
  * @internal
  */
@@ -50,4 +50,44 @@ export function mergedColumns(updates: unknown): string[] {
       ? Object.keys(updates)
       : []
   return named.map(unqualified)
+}
+
+/** A connection as knex's pool hands it out (a pg client). */
+interface PooledConnection {
+  query(sql: string): Promise<unknown>
+}
+
+/** What {@link withPinnedConnection} gives its work: text sent straight on the connection, and knex statements on it. @internal */
+export interface PinnedConnection {
+  /** Sends text on the connection as one simple-protocol message (several statements allowed, no bindings). */
+  send(sql: string): Promise<unknown>
+  /** Runs a statement through knex (its events, its error handling) on the same connection. */
+  raw<R>(sql: string, bindings: readonly unknown[]): Promise<R>
+}
+
+/**
+ * Runs `work` on one connection taken from knex's pool, given back afterwards whatever happens. knex's runner uses
+ * a builder's `_connection` when one is set, which is how a statement goes through knex on a connection the caller
+ * holds (checked against knex 3.1–3.3).
+ *
+ * @internal
+ */
+export async function withPinnedConnection<T>(
+  knex: Knex,
+  work: (connection: PinnedConnection) => Promise<T>,
+): Promise<T> {
+  const client = knex.client as unknown as {
+    acquireConnection(): Promise<PooledConnection>
+    releaseConnection(connection: PooledConnection): Promise<void>
+  }
+  const connection = await client.acquireConnection()
+  try {
+    return await work({
+      send: (sql) => connection.query(sql),
+      raw: async <R>(sql: string, bindings: readonly unknown[]) =>
+        (await Object.assign(knex.raw(sql, bindings as Knex.RawBinding[]), { _connection: connection })) as R,
+    })
+  } finally {
+    await client.releaseConnection(connection)
+  }
 }

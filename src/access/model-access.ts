@@ -4,6 +4,7 @@ import { blindIndexes } from '../crypto/blind-index.js'
 import { encryptedProperties, keyringOf } from '../crypto/columns.js'
 import { ConfigError, ValidationError } from '../errors/index.js'
 import { FilterCompiler, type ColumnType, type FilterColumn } from './filter-compiler.js'
+import type { CompiledSort, SortKey } from '../pagination/source.js'
 import type { Policy } from '../models/policy.js'
 
 /** What the access layer reads from a model class. */
@@ -129,19 +130,7 @@ function build(model: AccessModelClass): ModelAccess {
   })
 }
 
-/** One key of a checked sort. @internal */
-export interface SortKey {
-  readonly sql: string
-  readonly descending: boolean
-  readonly nullable: boolean
-}
-
-/** A checked sort: its SQL (`order by` list, ending in the id), its keys, and a key for caches. @internal */
-export interface CompiledSort {
-  readonly key: string
-  readonly sql: string
-  readonly keys: readonly SortKey[]
-}
+export type { SortKey, CompiledSort } from '../pagination/source.js'
 
 /**
  * Checks a sort list (`['-createdAt', 'name']`) against the model's whitelist and compiles it, ending in the

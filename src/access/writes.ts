@@ -8,6 +8,7 @@ import type { BaseModel } from '../models/base-model.js'
 import type { ScopeContext } from './enforce.js'
 import { SCOPE_KEY } from '../models/scope-port.js'
 import { type ModelAccess } from './model-access.js'
+import { whereClause, type RowScope } from './row-scope.js'
 
 /**
  * What a scoped write works on: the model, its access metadata, the scope, and the knex (or the transaction the
@@ -20,6 +21,17 @@ export interface WriteTarget {
   readonly access: ModelAccess
   readonly context: ScopeContext
   readonly runner: Knex | Knex.Transaction
+}
+
+/**
+ * What an audited statement is built for: the model's table (access metadata) and who acts (the scope's audit
+ * stamp). A {@link WriteTarget} is one; so is what a scoped `query()` write is compiled for.
+ *
+ * @internal
+ */
+export interface StatementTable {
+  readonly access: ModelAccess
+  readonly context: Pick<ScopeContext, 'audit'>
 }
 
 /** A statement and its bindings. @internal */
@@ -91,7 +103,7 @@ export async function shapeOf(target: WriteTarget): Promise<AuditShape | undefin
  * @internal
  */
 export function updateStatementHead(
-  target: WriteTarget,
+  target: StatementTable,
   shape: AuditShape | undefined,
   options: {
     readonly columns: readonly string[]
@@ -181,9 +193,11 @@ export function insertStatement(
  * `with <name> as (<statement>), audit as (insert … one row per row of <name>) <tail>`: the audit rows of an INSERT
  * (`{ field: { to } }`) or a DELETE (`{ field: { from } }`) in the same statement; just the statement and the tail
  * for a model that is not audited.
+ *
+ * @internal
  */
-function withSnapshotAudit(
-  target: WriteTarget,
+export function withSnapshotAudit(
+  target: StatementTable,
   shape: AuditShape | undefined,
   rows: { readonly name: 'created' | 'deleted'; readonly sql: string; readonly bindings: unknown[] },
   action: 'create' | 'delete',
@@ -215,12 +229,11 @@ export function deleteStatement(
   target: WriteTarget,
   shape: AuditShape | undefined,
   id: string,
-  own: boolean,
+  scope: RowScope,
 ): Statement {
   const a = target.access
-  const where = own ? `${a.idSql} = ? and ${a.ownerSql} = ?` : `${a.idSql} = ?`
-  const bindings: unknown[] = own ? [id, target.context.actorId] : [id]
-  const sql = `delete from ${a.tableSql} where ${where} returning ${a.tableSql}.*`
+  const bindings: unknown[] = [id, ...scope.bindings]
+  const sql = `delete from ${a.tableSql}${whereClause(`${a.idSql} = ?`, scope.sql)} returning ${a.tableSql}.*`
   return withSnapshotAudit(
     target,
     shape,
@@ -228,4 +241,76 @@ export function deleteStatement(
     'delete',
     'select count(*)::int as count from deleted',
   )
+}
+
+/**
+ * An INSERT with its audit rows in one statement, as a scoped `query().insert(…)` writes it, upserts included:
+ * `with [old as (…),] created as (<insert> returning *, inserted?), audit_created as (…)[, audit_updated as (…)] `.
+ * For an upsert, the rows it may merge into (those matching `conflict` on the inserted values, within `scope`) are
+ * read and locked first in `old` (a row the statement has updated can no longer be locked by it; the insert's
+ * DO UPDATE condition must read `old` so that it runs first); inserted rows are audited as `create`, merged ones as
+ * `update` from `old`. The caller selects what it returns from `created`.
+ *
+ * @internal
+ */
+export function insertWithAudit(
+  target: StatementTable,
+  shape: AuditShape,
+  insert: { readonly sql: string; readonly bindings: readonly unknown[] },
+  upsert?: {
+    readonly conflict: readonly string[]
+    readonly rows: readonly Record<string, unknown>[]
+    readonly merged: readonly string[]
+    readonly scope: RowScope
+  },
+): Statement {
+  const a = target.access
+  const t = a.tableSql
+  const parts: string[] = []
+  const bindings: unknown[] = []
+  if (upsert !== undefined) {
+    const tuple = (row: Record<string, unknown>): string =>
+      `(${upsert.conflict
+        .map((column) => {
+          bindings.push(row[column] ?? null)
+          return `?::${shape.types.get(column) ?? 'text'}`
+        })
+        .join(', ')})`
+    const matching = `(${upsert.conflict.map((c) => `${t}.${quoteIdentifier(c)}`).join(', ')}) in (values ${upsert.rows.map(tuple).join(', ')})`
+    bindings.push(...upsert.scope.bindings)
+    parts.push(
+      `old as (select ${t}.* from ${t}${whereClause(matching, upsert.scope.sql)} order by ${a.idSql} for no key update)`,
+    )
+  }
+  parts.push(`created as (${insert.sql} returning ${t}.*, (${t}.xmax = 0) as wincloud_inserted)`)
+  bindings.push(...insert.bindings)
+  const stamp = target.context.audit
+  const created = auditInsertSql(
+    shape,
+    stamp,
+    'create',
+    snapshotSql(shape, aliasColumns('created'), 'to'),
+    'created',
+    'created.id',
+  )
+  parts.push(`audit_created as (${created.sql} and created.wincloud_inserted)`)
+  bindings.push(...created.bindings)
+  if (upsert !== undefined) {
+    const updated = auditInsertSql(
+      shape,
+      stamp,
+      'update',
+      diffSql(
+        shape,
+        upsert.merged.filter((c) => c !== 'updated_at'),
+        aliasColumns('old'),
+        aliasColumns('created'),
+      ),
+      'created left join old on old.id = created.id',
+      'created.id',
+    )
+    parts.push(`audit_updated as (${updated.sql} and not created.wincloud_inserted)`)
+    bindings.push(...updated.bindings)
+  }
+  return { sql: `with ${parts.join(', ')} `, bindings }
 }

@@ -21,3 +21,13 @@ export function isWellFormedText(text: string): boolean {
 export function isStorableText(text: string): boolean {
   return !text.includes('\0') && isWellFormedText(text)
 }
+
+const SAFE_KEY = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/
+
+/**
+ * A key of caller input as an error message may show it: the key itself when it is a plain identifier of at most 64
+ * characters, `(invalid key)` otherwise, so no caller text of any length or content is echoed.
+ *
+ * @internal
+ */
+export const displayKey = (key: string): string => (SAFE_KEY.test(key) ? key : '(invalid key)')

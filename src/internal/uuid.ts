@@ -44,3 +44,14 @@ export function uuidv7(now: number = Date.now()): string {
   const hex = bytes.toString('hex')
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
 }
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/**
+ * Whether a value is a UUID in its text form (any version, either case): what an id must be before it reaches SQL.
+ *
+ * @internal
+ */
+export function isUuid(value: unknown): value is string {
+  return typeof value === 'string' && UUID_TEXT.test(value)
+}

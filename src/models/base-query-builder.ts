@@ -54,7 +54,7 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
    * Runs one of objection's executing methods with the library's errors. Under row-level security outside a
    * transaction, it runs inside a transaction that carries the scope's settings (eager child queries included).
    * A scoped write of an audited model (`repo.query().patch(…)`, `.delete()`, `.insert(…)`) is one statement with
-   * its audit rows (see audit/builder-writes.ts); an upsert runs in a transaction (or savepoint) of its own.
+   * its audit rows (see access/query-writes.ts); an upsert runs in a transaction (or savepoint) of its own.
    */
   async #run(method: 'execute' | 'resultSize'): Promise<unknown> {
     const scope = scopeOf(this.context())

@@ -1,5 +1,5 @@
 import { INTERNAL_COLUMN } from '../internal/identifiers.js'
-import type { SortKey } from '../access/model-access.js'
+import type { SortKey } from './source.js'
 
 /** The columns through which a keyset page reads its rows' sort-key values as PostgreSQL text. @internal */
 export const keyColumn = (i: number): string => `${INTERNAL_COLUMN}k${i}`

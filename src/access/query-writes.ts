@@ -1,13 +1,14 @@
 import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
-import { requireAccess, type ScopeContext } from '../access/enforce.js'
-import { modelAccess, type ModelAccess } from '../access/model-access.js'
-import { internalsOf, mergedColumns, unqualified, type KnexInternals } from '../access/knex-internals.js'
-import { updateStatementHead } from '../access/writes.js'
+import type { ScopeContext } from './enforce.js'
+import { rowScope } from './row-scope.js'
+import { modelAccess, type ModelAccess } from './model-access.js'
+import { internalsOf, mergedColumns, unqualified, type KnexInternals } from './knex-internals.js'
+import { insertWithAudit, updateStatementHead, withSnapshotAudit } from './writes.js'
 import { uniqueConflict } from '../errors/driver-errors.js'
 import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
-import { aliasColumns, auditInsertSql, diffSql, resolvedAuditShape, snapshotSql, type AuditShape } from './recorder.js'
+import { resolvedAuditShape, type AuditShape } from '../audit/recorder.js'
 
 /** A query as knex compiles it for PostgreSQL, with its RETURNING list. */
 type Sql = Knex.Sql & { returning?: unknown }
@@ -141,20 +142,16 @@ function insertStatement(
   original: Sql,
   compile: () => Sql,
 ): CompiledQuery {
-  const t = access.tableSql
   const merge = internals._single.merge
-  // The conflicting rows must be read and locked before the upsert updates them (a row this statement updated can
-  // no longer be locked by it): the DO UPDATE's condition reads the `old` CTE once, at the first conflict.
+  // The DO UPDATE's condition reads the `old` CTE (once, at the first conflict), so the conflicting rows are locked
+  // and kept before the upsert updates them.
   const base = withoutReturning(
     internals,
     compile,
     merge === undefined ? undefined : internals.client.raw('(select count(*) from old) >= 0'),
   )
-  const parts: string[] = []
-  const bindings: unknown[] = []
-  let merged: string[] = []
+  let upsert: Parameters<typeof insertWithAudit>[3]
   if (merge !== undefined) {
-    // The rows the upsert may merge into, locked and kept as they were: the `from` side of their audit rows.
     const conflict = conflictColumns(internals)
     if (conflict === undefined) {
       throw new ValidationError(`A scoped upsert of a ${access.name} must name its conflict columns.`, [
@@ -164,55 +161,14 @@ function insertStatement(
     const rows = (
       Array.isArray(internals._single.insert) ? internals._single.insert : [internals._single.insert]
     ) as Record<string, unknown>[]
-    const tuple = (row: Record<string, unknown>): string =>
-      `(${conflict
-        .map((column) => {
-          bindings.push(row[column] ?? null)
-          return `?::${shape.types.get(column) ?? 'text'}`
-        })
-        .join(', ')})`
-    const values = rows.map(tuple).join(', ')
-    let where = `(${conflict.map((c) => `${t}.${quoteIdentifier(c)}`).join(', ')}) in (values ${values})`
-    if (access.ownerSql !== undefined && requireAccess(scope, model, 'update') !== 'all') {
-      where += ` and ${access.ownerSql} = ?`
-      bindings.push(scope.actorId)
-    }
-    parts.push(`old as (select ${t}.* from ${t} where ${where} order by ${access.idSql} for no key update)`)
-    merged = mergedColumns(merge.updates)
+    // Merging into a row is an update of it: the rows it may merge into are those the scope may update.
+    upsert = { conflict, rows, merged: mergedColumns(merge.updates), scope: rowScope(scope, model, 'update') }
   }
-  parts.push(`created as (${base.sql} returning ${t}.*, (${t}.xmax = 0) as wincloud_inserted)`)
-  bindings.push(...base.bindings)
-  const created = auditInsertSql(
-    shape,
-    scope.audit,
-    'create',
-    snapshotSql(shape, aliasColumns('created'), 'to'),
-    'created',
-    'created.id',
-  )
-  parts.push(`audit_created as (${created.sql} and created.wincloud_inserted)`)
-  bindings.push(...created.bindings)
-  if (merge !== undefined) {
-    const updated = auditInsertSql(
-      shape,
-      scope.audit,
-      'update',
-      diffSql(
-        shape,
-        merged.filter((c) => c !== 'updated_at'),
-        aliasColumns('old'),
-        aliasColumns('created'),
-      ),
-      'created left join old on old.id = created.id',
-      'created.id',
-    )
-    parts.push(`audit_updated as (${updated.sql} and not created.wincloud_inserted)`)
-    bindings.push(...updated.bindings)
-  }
+  const head = insertWithAudit({ access, context: scope }, shape, base, upsert)
   const statement: CompiledQuery = {
     ...original,
-    sql: `with ${parts.join(', ')} select ${returnedColumns(original.returning, 'created', shape.types.keys())} from created`,
-    bindings: bindings as Knex.Sql['bindings'],
+    sql: `${head.sql}select ${returnedColumns(original.returning, 'created', shape.types.keys())} from created`,
+    bindings: head.bindings as Knex.Sql['bindings'],
   }
   if (merge !== undefined) statement.output = upsertOutput(internals, access, original)
   else statement.output = (response) => response.rows
@@ -249,19 +205,15 @@ function updateStatement(
   const columns = [
     ...new Set([...Object.keys(internals._single.update ?? {}), ...Object.keys(internals._single.counter ?? {})]),
   ].map(unqualified)
-  const head = updateStatementHead(
-    { model: undefined as never, access, context: scope, runner: undefined as never },
-    shape,
-    {
-      columns,
-      set: set.sql.slice(setAt + ' set '.length),
-      setBindings: set.bindings,
-      lockedFrom: selected.sql.slice(fromAt + 1),
-      lockedBindings: selected.bindings,
-      returnAll: true,
-      unjoined: true,
-    },
-  )
+  const head = updateStatementHead({ access, context: scope }, shape, {
+    columns,
+    set: set.sql.slice(setAt + ' set '.length),
+    setBindings: set.bindings,
+    lockedFrom: selected.sql.slice(fromAt + 1),
+    lockedBindings: selected.bindings,
+    returnAll: true,
+    unjoined: true,
+  })
   return countOrRows(original, head.sql, head.bindings, 'changed')
 }
 
@@ -274,20 +226,14 @@ function deleteStatement(
   compile: () => Sql,
 ): CompiledQuery {
   const base = withoutReturning(internals, compile)
-  const audit = auditInsertSql(
+  const statement = withSnapshotAudit(
+    { access, context: scope },
     shape,
-    scope.audit,
+    { name: 'deleted', sql: `${base.sql} returning ${access.tableSql}.*`, bindings: [...base.bindings] },
     'delete',
-    snapshotSql(shape, aliasColumns('deleted'), 'from'),
-    'deleted',
-    'deleted.id',
+    '',
   )
-  return countOrRows(
-    original,
-    `with deleted as (${base.sql} returning ${access.tableSql}.*), audit as (${audit.sql}) `,
-    [...base.bindings, ...audit.bindings],
-    'deleted',
-  )
+  return countOrRows(original, statement.sql, statement.bindings, 'deleted')
 }
 
 /** `<head> select …`: the rows the caller asked for with `returning`, or the number of rows written. */
