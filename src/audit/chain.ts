@@ -154,18 +154,25 @@ async function prechainDigest(knex: Knex, batchSize: number): Promise<{ count: b
  *
  * @internal
  */
-export async function verifyAuditChain(
-  knex: Knex,
-  options: { batchSize: number; onProgress?: ((checked: number) => void) | undefined },
-): Promise<AuditVerification> {
+export async function verifyAuditChain(knex: Knex, options: VerifyOptions): Promise<AuditVerification> {
   // One snapshot for the head and every row: a writer that commits meanwhile is not mistaken for a row past the head.
   return knex.transaction((trx) => verifySnapshot(trx, options), { isolationLevel: 'repeatable read', readOnly: true })
 }
 
-async function verifySnapshot(
-  knex: Knex,
-  options: { batchSize: number; onProgress?: ((checked: number) => void) | undefined },
-): Promise<AuditVerification> {
+type VerifyOptions = { batchSize: number; onProgress?: ((checked: number) => void) | undefined }
+
+/** Where a walk of the chain ended: the last row verified (its hash and id), the next sequence number, the count. */
+interface WalkEnd {
+  readonly prev: Buffer
+  readonly prevId: string | null
+  readonly expected: bigint
+  readonly checked: number
+}
+
+/** A problem found, with how many rows were verified before it. */
+type Found = { readonly checked: number; readonly problem: AuditChainProblem }
+
+async function verifySnapshot(knex: Knex, options: VerifyOptions): Promise<AuditVerification> {
   const head = (
     await knex.raw<{ rows: Head[] }>(
       `select enabled_at, last_seq::text as last_seq, last_hash, anchor_seq::text as anchor_seq, anchor_hash,
@@ -175,48 +182,61 @@ async function verifySnapshot(
   ).rows[0]
   if (head === undefined || head.enabled_at === null) return { ok: true, enabled: false, checked: 0, anchorSeq: '0' }
   const anchorSeq = head.anchor_seq
-  const fail = (checked: number, problem: AuditChainProblem): AuditVerification => ({
-    ok: false,
-    enabled: true,
-    checked,
-    anchorSeq,
-    problem,
-  })
+  const walked = await walkChain(knex, head, options)
+  const found =
+    'problem' in walked
+      ? walked
+      : ((await checkHead(knex, head, walked)) ?? (await checkOutsideChain(knex, head, walked.checked, options)))
+  if (found !== undefined)
+    return { ok: false, enabled: true, checked: found.checked, anchorSeq, problem: found.problem }
+  return { ok: true, enabled: true, checked: walked.checked, anchorSeq }
+}
 
+/** Walks the chain from its anchor in sequence order, recomputing every hash: the first row out of place, or the end. */
+async function walkChain(knex: Knex, head: Head, options: VerifyOptions): Promise<WalkEnd | Found> {
   let prev = head.anchor_hash
   let prevId: string | null = null
-  let expected = BigInt(anchorSeq) + 1n
+  let expected = BigInt(head.anchor_seq) + 1n
   let checked = 0
   for (;;) {
     const { rows } = await knex.raw<{ rows: ChainRow[] }>(ROWS, [(expected - 1n).toString(), options.batchSize])
     for (const row of rows) {
       const seq = BigInt(row.seq)
       if (seq !== expected) {
-        return fail(checked, {
-          kind: 'deleted',
-          id: row.id,
-          seq: row.seq,
-          message: `rows ${expected}..${seq - 1n} of the chain are missing before this row`,
-        })
+        return {
+          checked,
+          problem: {
+            kind: 'deleted',
+            id: row.id,
+            seq: row.seq,
+            message: `rows ${expected}..${seq - 1n} of the chain are missing before this row`,
+          },
+        }
       }
       if (!row.prev_hash.equals(prev)) {
-        return fail(checked, {
-          kind: 'modified',
-          id: prevId ?? row.id,
-          seq: (seq - (prevId === null ? 0n : 1n)).toString(),
-          message:
-            prevId === null
-              ? 'the first row does not continue from the chain anchor'
-              : 'the row was changed after it was written: the next row recorded another hash for it',
-        })
+        return {
+          checked,
+          problem: {
+            kind: 'modified',
+            id: prevId ?? row.id,
+            seq: (seq - (prevId === null ? 0n : 1n)).toString(),
+            message:
+              prevId === null
+                ? 'the first row does not continue from the chain anchor'
+                : 'the row was changed after it was written: the next row recorded another hash for it',
+          },
+        }
       }
       if (!chainHash(prev, canonicalAuditRow(row)).equals(row.row_hash)) {
-        return fail(checked, {
-          kind: 'modified',
-          id: row.id,
-          seq: row.seq,
-          message: 'the row was changed after it was written: its content does not match its hash',
-        })
+        return {
+          checked,
+          problem: {
+            kind: 'modified',
+            id: row.id,
+            seq: row.seq,
+            message: 'the row was changed after it was written: its content does not match its hash',
+          },
+        }
       }
       prev = row.row_hash
       prevId = row.id
@@ -224,54 +244,85 @@ async function verifySnapshot(
       checked += 1
     }
     options.onProgress?.(checked)
-    if (rows.length < options.batchSize) break
+    if (rows.length < options.batchSize) return { prev, prevId, expected, checked }
   }
-  // The head must name the last row verified, no more and no less.
+}
+
+/** The head must name the last row verified, no more and no less. */
+async function checkHead(knex: Knex, head: Head, end: WalkEnd): Promise<Found | undefined> {
+  const { prev, prevId, expected, checked } = end
   const lastSeq = expected - 1n
   const headSeq = BigInt(head.last_seq)
   if (lastSeq === headSeq && !prev.equals(head.last_hash)) {
-    return fail(Math.max(checked - 1, 0), {
-      kind: 'modified',
-      id: prevId,
-      seq: head.last_seq,
-      message:
-        prevId === null
-          ? 'the chain head does not match its anchor'
-          : 'the last row was changed after it was written: the chain head recorded another hash for it',
-    })
+    return {
+      checked: Math.max(checked - 1, 0),
+      problem: {
+        kind: 'modified',
+        id: prevId,
+        seq: head.last_seq,
+        message:
+          prevId === null
+            ? 'the chain head does not match its anchor'
+            : 'the last row was changed after it was written: the chain head recorded another hash for it',
+      },
+    }
   }
   if (lastSeq < headSeq) {
-    return fail(checked, {
-      kind: 'deleted',
-      id: null,
-      seq: null,
-      message: `rows ${expected}..${head.last_seq} at the end of the chain are missing`,
-    })
+    return {
+      checked,
+      problem: {
+        kind: 'deleted',
+        id: null,
+        seq: null,
+        message: `rows ${expected}..${head.last_seq} at the end of the chain are missing`,
+      },
+    }
   }
   if (lastSeq > headSeq) {
     const { rows } = await knex.raw<{ rows: { id: string }[] }>(
       'select id::text as id from audit_logs where chain_seq = ?',
       [(headSeq + 1n).toString()],
     )
-    return fail(checked, {
-      kind: 'inserted',
-      id: rows[0]?.id ?? null,
-      seq: (headSeq + 1n).toString(),
-      message: `the chain goes on past its head (row ${head.last_seq}): rows ${headSeq + 1n}..${lastSeq} are not accounted for by it`,
-    })
+    return {
+      checked,
+      problem: {
+        kind: 'inserted',
+        id: rows[0]?.id ?? null,
+        seq: (headSeq + 1n).toString(),
+        message: `the chain goes on past its head (row ${head.last_seq}): rows ${headSeq + 1n}..${lastSeq} are not accounted for by it`,
+      },
+    }
   }
+  return undefined
+}
+
+/**
+ * The rows outside the chain: none may claim a place at or before the anchor, none may have been written after the
+ * chain started without going through it, and the rows from before the chain must be exactly the set anchored when
+ * it started (less what purges removed).
+ */
+async function checkOutsideChain(
+  knex: Knex,
+  head: Head,
+  checked: number,
+  options: VerifyOptions,
+): Promise<Found | undefined> {
+  const anchorSeq = head.anchor_seq
   const below = await knex.raw<{ rows: { id: string; seq: string }[] }>(
     `select id::text as id, chain_seq::text as seq from audit_logs where chain_seq <= ? order by chain_seq limit 1`,
     [anchorSeq],
   )
   const early = below.rows[0]
   if (early !== undefined) {
-    return fail(checked, {
-      kind: 'inserted',
-      id: early.id,
-      seq: early.seq,
-      message: `the row claims a place in the chain at or before its anchor (row ${anchorSeq}), where no row can be`,
-    })
+    return {
+      checked,
+      problem: {
+        kind: 'inserted',
+        id: early.id,
+        seq: early.seq,
+        message: `the row claims a place in the chain at or before its anchor (row ${anchorSeq}), where no row can be`,
+      },
+    }
   }
   const outside = await knex.raw<{ rows: { id: string }[] }>(
     `select id::text as id from audit_logs where chain_seq is null and created_at >= ? order by created_at, id limit 1`,
@@ -279,26 +330,31 @@ async function verifySnapshot(
   )
   const stray = outside.rows[0]
   if (stray !== undefined) {
-    return fail(checked, {
-      kind: 'inserted',
-      id: stray.id,
-      seq: null,
-      message: 'the row was written after the chain started without going through it',
-    })
+    return {
+      checked,
+      problem: {
+        kind: 'inserted',
+        id: stray.id,
+        seq: null,
+        message: 'the row was written after the chain started without going through it',
+      },
+    }
   }
-  // The rows from before the chain: exactly the set anchored when it started (less what purges removed).
   const pre = await prechainDigest(knex, options.batchSize)
   const anchored = BigInt(head.prechain_count)
   if (pre.count !== anchored || !pre.digest.equals(head.prechain_digest)) {
     const kind = pre.count > anchored ? 'inserted' : pre.count < anchored ? 'deleted' : 'modified'
-    return fail(checked, {
-      kind,
-      id: null,
-      seq: null,
-      message:
-        `the ${pre.count} rows without a chain sequence number do not match the ${anchored} anchored when the ` +
-        `chain started: rows were ${kind === 'modified' ? 'changed or replaced' : kind} out of band`,
-    })
+    return {
+      checked,
+      problem: {
+        kind,
+        id: null,
+        seq: null,
+        message:
+          `the ${pre.count} rows without a chain sequence number do not match the ${anchored} anchored when the ` +
+          `chain started: rows were ${kind === 'modified' ? 'changed or replaced' : kind} out of band`,
+      },
+    }
   }
-  return { ok: true, enabled: true, checked, anchorSeq }
+  return undefined
 }

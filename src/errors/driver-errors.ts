@@ -92,6 +92,7 @@ export function uniqueConflict(
  *
  * @internal
  */
+// eslint-disable-next-line max-lines-per-function -- one table of driver errors, read top to bottom: split, the order of the checks (which decides the mapping) would be scattered
 export function toDataError(error: unknown): unknown {
   if (isDataError(error) || typeof error !== 'object' || error === null) return error
   const outer = error as PgErrorFields
