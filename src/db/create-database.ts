@@ -9,7 +9,6 @@ import {
   type ScopeEnvironment,
   type ScopeOptions,
 } from '../access/scope.js'
-import { ReplicaSet } from './replicas.js'
 import { ReadCache } from './cache.js'
 import { SYSTEM_ROLE, type Actor } from '../models/policy.js'
 import { createDatabaseAudit, recordLoginAttempt, type DatabaseAudit } from '../audit/audit.js'
@@ -19,104 +18,23 @@ import { registerKeyring } from '../crypto/columns.js'
 import { createAuth, type DatabaseAuth } from '../auth/login.js'
 import { ConfigError, isDataError, UnavailableError } from '../errors/index.js'
 import { describeConnection } from '../internal/redact.js'
-import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
 import type { BaseModel } from '../models/base-model.js'
-import { Droplet } from '../models/droplet.js'
-import { installRowLevelSecurity } from '../access/row-level-security.js'
 import { CursorCodec } from '../pagination/cursor-codec.js'
 import { User } from '../models/user.js'
-import { seedDevelopment, type SeedOptions, type SeedResult } from '../seed/development.js'
 import { parseConfig, type DatabaseConfig, type ResolvedConfig } from './config.js'
 import { toDataError } from '../errors/driver-errors.js'
 import { startEmbeddedPostgres, type EmbeddedServer } from './embedded-postgres.js'
-import { typeParsers } from './type-parsers.js'
-import { HealthReporter, type HealthOptions, type HealthReport } from '../observability/health.js'
+import type { HealthOptions, HealthReport } from '../observability/health.js'
 import { renderMetrics } from '../observability/prometheus.js'
-import { QueryStats, type DatabaseStats } from '../observability/query-stats.js'
+import type { DatabaseStats } from '../observability/query-stats.js'
+import { closeDatabase, type ClosableParts } from './close.js'
+import { connectReplicas, healthCheckConnection, knexConfig } from './connections.js'
+import { createMigrator, type Migrator } from './migrator.js'
+import { startMonitoring } from './monitoring.js'
+import { createSeeder, type Seeder } from './seeder.js'
 
-/**
- * The state of the library's migrations.
- *
- * @example
- * ```ts
- * const { pending } = await db.migrate.status()
- * if (pending.length > 0) throw new Error(`run migrations first: ${pending.join(', ')}`)
- * ```
- */
-export interface MigrationStatus {
-  /** Applied migrations, oldest first. */
-  readonly applied: readonly string[]
-  /** Migrations not applied yet, in the order they would run. */
-  readonly pending: readonly string[]
-}
-
-/**
- * What a migration run did.
- *
- * @example
- * ```ts
- * const { migrations } = await db.migrate.latest()
- * console.log(migrations.length ? `applied ${migrations.join(', ')}` : 'already up to date')
- * ```
- */
-export interface MigrationResult {
-  /** The batch number knex recorded: for `latest()` with nothing pending, the last one; 0 for an empty `rollback()`. */
-  readonly batch: number
-  /** The migrations applied or rolled back, in the order they ran. */
-  readonly migrations: readonly string[]
-}
-
-/**
- * `db.migrate`: the library's migrations, recorded in the `wincloud_data_migrations` table.
- *
- * @example
- * ```ts
- * await db.migrate.latest()
- * await db.migrate.rollback({ all: true })
- * ```
- */
-export interface Migrator {
-  /** Applies every pending migration, in one batch. */
-  latest(): Promise<MigrationResult>
-  /** Rolls back the last batch, or every batch with `{ all: true }`. */
-  rollback(options?: { all?: boolean }): Promise<MigrationResult>
-  /** Lists applied and pending migrations. */
-  status(): Promise<MigrationStatus>
-  /**
-   * Installs (or refreshes) row-level security for every model of the registry whose table exists: the library's,
-   * and the host's own (`createDatabase({ models })`), each from its policy and the roles, as `latest()` does for
-   * the library's tables with `rls: true`. Run it after the host's own migrations have created their tables, or
-   * inside one of them by passing its `knex` (the migration's transaction). Needs `rls: true` and the tables'
-   * owner. Returns the tables it installed, and the registered tables it did not find.
-   *
-   * @example
-   * ```ts
-   * const db = await createDatabase({ connection: process.env.DATABASE_URL, rls: true, models: [Domain] })
-   * await db.migrate.latest()
-   * await hostKnex.migrate.latest() // creates domains
-   * const { installed } = await db.migrate.installRowLevelSecurity() // ['users', 'droplets', 'audit_logs', 'domains']
-   * ```
-   */
-  installRowLevelSecurity(options?: {
-    readonly knex?: Knex | Knex.Transaction
-  }): Promise<{ readonly installed: readonly string[]; readonly missing: readonly string[] }>
-}
-
-/**
- * `db.seed`: data for development databases.
- *
- * @example
- * ```ts
- * const { admin } = await db.seed.development()
- * ```
- */
-export interface Seeder {
-  /**
-   * Creates an admin, sample users and droplets; idempotent. The admin's password is the caller's, or generated
-   * and returned once as `admin.generatedPassword`: never a constant.
-   */
-  development(options?: SeedOptions): Promise<SeedResult>
-}
+export type { MigrationResult, MigrationStatus, Migrator } from './migrator.js'
+export type { Seeder } from './seeder.js'
 
 /**
  * A connected database: the handle every other part of the library hangs off.
@@ -187,42 +105,6 @@ export interface Database {
   metrics(options?: { health?: boolean | HealthOptions }): Promise<string>
 }
 
-function knexConfig(config: ResolvedConfig, connection: (ResolvedConfig['connection'] & object) | string): Knex.Config {
-  const base = typeof connection === 'string' ? { connectionString: connection } : { ...connection }
-  return {
-    client: 'pg',
-    connection: {
-      ...base,
-      application_name: config.applicationName,
-      types: typeParsers,
-      keepAlive: true,
-    } as Knex.PgConnectionConfig,
-    pool: {
-      min: config.pool.min,
-      max: config.pool.max,
-      acquireTimeoutMillis: config.pool.acquireTimeoutMs,
-      idleTimeoutMillis: config.pool.idleTimeoutMs,
-      createTimeoutMillis: Math.min(config.pool.acquireTimeoutMs, 30_000),
-      propagateCreateError: true,
-    },
-    acquireConnectionTimeout: config.pool.acquireTimeoutMs,
-    migrations: { tableName: MIGRATIONS_TABLE, migrationSource },
-    // knex logs to the console by default (e.g. every failed connection attempt); route it to the host's logger.
-    log: {
-      warn: (message: unknown) => config.logger?.warn({ source: 'knex' }, String(message)),
-      error: (message: unknown) => config.logger?.error({ source: 'knex' }, String(message)),
-      deprecate: (method: string, alternative: string) =>
-        config.logger?.warn({ source: 'knex' }, `${method} is deprecated, use ${alternative}`),
-      debug: (message: unknown) => config.logger?.debug({ source: 'knex' }, String(message)),
-    },
-  }
-}
-
-/** The application_name of the replica monitor's connections. */
-function monitorName(applicationName: string): string {
-  return `${applicationName}-monitor`.slice(0, 63)
-}
-
 class DatabaseHandle implements Database {
   readonly knex: Knex
   readonly connectionInfo: string
@@ -234,13 +116,9 @@ class DatabaseHandle implements Database {
   readonly audit: DatabaseAudit
   readonly crypto: DatabaseCrypto
   readonly stats: DatabaseStats
-  readonly #queryStats: QueryStats
-  readonly #health: HealthReporter
-  readonly #replicas: ReplicaSet | undefined
-  readonly #cache: ReadCache | undefined
-  readonly #server: EmbeddedServer | undefined
+  /** What close() stops; its statistics and health reporter also serve health() and metrics(). */
+  readonly #parts: ClosableParts
   readonly #scopeEnv: ScopeEnvironment
-  readonly #logger: ResolvedConfig['logger']
   #closing: Promise<void> | undefined
 
   constructor(
@@ -252,35 +130,8 @@ class DatabaseHandle implements Database {
     cache: ReadCache | undefined,
   ) {
     this.knex = knex
-    this.#logger = config.logger
     if (config.keyring !== undefined) registerKeyring(knex, config.keyring)
-    const replicas =
-      config.replicas.length === 0
-        ? undefined
-        : new ReplicaSet({
-            primary: knex,
-            primaryConnection: { ...healthConnection, application_name: monitorName(config.applicationName) },
-            replicas: config.replicas.map((replica) => {
-              // A busy replica should not hold a read for the primary's full acquire timeout: after at most a second
-              // the read is retried on the primary and the replica rests until the monitor's next check.
-              const replicaPool = { ...config.pool, acquireTimeoutMs: Math.min(config.pool.acquireTimeoutMs, 1_000) }
-              const settings = knexConfig({ ...config, pool: replicaPool }, replica)
-              const replicaKnex = createKnex({ ...settings, migrations: undefined })
-              if (config.keyring !== undefined) registerKeyring(replicaKnex, config.keyring)
-              return {
-                knex: replicaKnex,
-                name: describeConnection(replica),
-                connection: {
-                  ...(settings.connection as pg.ClientConfig),
-                  application_name: monitorName(config.applicationName),
-                },
-              }
-            }),
-            maxLagMs: config.maxReplicaLagMs,
-            checkIntervalMs: config.replicaCheckIntervalMs,
-            logger: config.logger,
-          })
-    this.#replicas = replicas
+    const replicas = connectReplicas(knex, config, healthConnection)
     this.#scopeEnv = Object.freeze({
       rls: config.rls,
       cursors: new CursorCodec(config.cursorSecrets),
@@ -290,64 +141,10 @@ class DatabaseHandle implements Database {
       replicas,
       cache,
     })
-    this.#cache = cache
     this.connectionInfo = connectionInfo
     this.embedded = server !== undefined
-    this.#server = server
-    const migrator = knex.migrate
-    const run = async <T>(work: () => Promise<T>): Promise<T> => {
-      try {
-        return await work()
-      } catch (error) {
-        throw toDataError(error)
-      }
-    }
-    // Row-level security for the registered models whose tables exist (a host's may come later, from its migrations).
-    const installRegistered = async (runner: Knex | Knex.Transaction) => {
-      const { rows } = await runner.raw<{ rows: { table: string; found: boolean }[] }>(
-        `select t.name as table, to_regclass(quote_ident(t.name)) is not null as found from unnest(?::text[]) t(name)`,
-        [config.models.map((m) => m.tableName)],
-      )
-      const found = new Set(rows.filter((r) => r.found).map((r) => r.table))
-      await installRowLevelSecurity(
-        runner,
-        config.models.filter((m) => found.has(m.tableName)),
-        config.roles,
-      )
-      return {
-        installed: config.models.map((m) => m.tableName).filter((t) => found.has(t)),
-        missing: config.models.map((m) => m.tableName).filter((t) => !found.has(t)),
-      }
-    }
     this.models = config.models
-    this.migrate = Object.freeze({
-      installRowLevelSecurity: (options: { knex?: Knex | Knex.Transaction } = {}) =>
-        run(async () => {
-          if (!config.rls) {
-            throw new ConfigError('rls', 'is off: row-level security is installed only with rls: true.')
-          }
-          return await installRegistered(options.knex ?? knex)
-        }),
-      latest: () =>
-        run(async () => {
-          const [batch, log] = (await migrator.latest()) as [number, string[]]
-          if (config.rls) await installRegistered(knex)
-          return { batch, migrations: log }
-        }),
-      rollback: (options: { all?: boolean } = {}) =>
-        run(async () => {
-          const [batch, log] = (await migrator.rollback(undefined, options.all === true)) as [number, string[]]
-          return { batch, migrations: log }
-        }),
-      status: () =>
-        run(async () => {
-          const [completed, pending] = (await migrator.list()) as [{ name: string }[], { name: string }[]]
-          return {
-            applied: completed.map((m) => m.name),
-            pending: pending.map((m) => migrationSource.getMigrationName(m as never)),
-          }
-        }),
-    })
+    this.migrate = createMigrator(knex, config)
     this.auth = createAuth(knex, this.model(User), config.passwordHash)
     this.auth.onLoginAttempt(recordLoginAttempt)
     const systemStamp = (reason: string): AuditStamp => auditStamp(undefined, SYSTEM_ROLE, {}, reason)
@@ -359,48 +156,23 @@ class DatabaseHandle implements Database {
       encrypted.map((m) => this.model(m)),
       systemStamp,
     )
-    this.seed = Object.freeze({
-      development: (options?: SeedOptions) =>
-        run(() => seedDevelopment(knex, this.model(User), this.model(Droplet), options)),
-    })
-    const queryStats = new QueryStats(knex, {
-      slowQueryMs: config.slowQueryMs,
-      queryTiming: config.observability.queryTiming,
-      connectionLeakMs: config.observability.connectionLeakMs,
-      logger: config.logger,
-    })
-    this.#queryStats = queryStats
-    this.stats = Object.assign(() => queryStats.report(), {
-      reset: () => queryStats.reset(),
-      onSlowQuery: (listener: Parameters<QueryStats['onSlowQuery']>[0]) => queryStats.onSlowQuery(listener),
-    })
-    this.#health = new HealthReporter({
-      knex,
-      connection: healthConnection,
-      pool: { min: config.pool.min, max: config.pool.max },
-      keyring: config.keyring,
-      models: encrypted,
-      tables: config.models.map((m) => m.tableName),
-      migrationNames: async () =>
-        (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m)),
-      stats: queryStats,
-      replicas,
-      cache,
-      logger: config.logger,
-    })
-    for (const replicaKnex of replicas?.knexes ?? []) queryStats.watch(replicaKnex)
+    this.seed = createSeeder(knex, (modelClass) => this.model(modelClass))
+    const monitoring = startMonitoring(knex, config, healthConnection, encrypted, replicas, cache)
+    this.stats = monitoring.stats
+    this.#parts = { ...monitoring, replicas, cache, knex, server, logger: config.logger }
   }
 
   health(options?: HealthOptions): Promise<HealthReport> {
-    return this.#health.check(options)
+    return this.#parts.health.check(options)
   }
 
   async metrics(options: { health?: boolean | HealthOptions } = {}): Promise<string> {
+    const { health: reporter, queryStats } = this.#parts
     const health =
       options.health === false
         ? undefined
-        : await this.#health.check(typeof options.health === 'object' ? options.health : {})
-    return renderMetrics(this.#health.pool(), this.#queryStats.report(), this.#queryStats.histograms(), health)
+        : await reporter.check(typeof options.health === 'object' ? options.health : {})
+    return renderMetrics(reporter.pool(), queryStats.report(), queryStats.histograms(), health)
   }
 
   model<M extends typeof Model>(modelClass: M): M {
@@ -420,30 +192,7 @@ class DatabaseHandle implements Database {
     if (!Number.isInteger(timeoutMs) || timeoutMs < 0) {
       return Promise.reject(new ConfigError('close.timeoutMs', 'must be a whole number of milliseconds.'))
     }
-    this.#closing ??= (async () => {
-      let timer: NodeJS.Timeout | undefined
-      this.#queryStats.close()
-      await this.#health.close()
-      await this.#replicas?.close()
-      await this.#cache?.close()
-      try {
-        const destroyed = this.knex.destroy().then(() => true)
-        const late = new Promise<false>((resolve) => {
-          timer = setTimeout(() => resolve(false), timeoutMs)
-        })
-        if (!(await Promise.race([destroyed, late]))) {
-          // knex waits for every checked-out connection to be released; end their sockets instead of waiting forever.
-          const pool = (this.knex.client as { pool?: { used?: { resource?: { end?: () => Promise<void> } }[] } }).pool
-          const used = pool?.used ?? []
-          this.#logger?.warn({ connections: used.length }, 'closing with connections still checked out')
-          await Promise.all(used.map((u) => (u.resource?.end?.() ?? Promise.resolve()).catch(() => undefined)))
-          await Promise.race([destroyed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())])
-        }
-      } finally {
-        clearTimeout(timer)
-        await this.#server?.stop()
-      }
-    })()
+    this.#closing ??= closeDatabase(this.#parts, timeoutMs)
     return this.#closing
   }
 }
@@ -490,11 +239,7 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
   }
   resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')
-  // The health check's own connection: the pool's settings, its own application_name.
-  const healthConnection = {
-    ...(knexSettings.connection as pg.ClientConfig),
-    application_name: `${resolved.applicationName}-health`.slice(0, 63),
-  }
+  const healthConnection = healthCheckConnection(knexSettings, resolved.applicationName)
   let cache: ReadCache | undefined
   try {
     cache = resolved.cache === undefined ? undefined : await ReadCache.create(resolved.cache, resolved.logger)
