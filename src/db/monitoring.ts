@@ -1,6 +1,8 @@
 import type pg from 'pg'
 import type { Knex } from 'knex'
-import { migrationSource } from '../migrations/index.js'
+import { encryptedProperties } from '../crypto/columns.js'
+import { keyUsageSql } from '../crypto/key-usage.js'
+import { MIGRATIONS_TABLE, migrationSource } from '../migrations/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { HealthReporter } from '../observability/health.js'
 import { QueryStats, type DatabaseStats } from '../observability/query-stats.js'
@@ -48,7 +50,10 @@ export function startMonitoring(
     connection,
     pool: { min: config.pool.min, max: config.pool.max },
     keyring: config.keyring,
-    models: encrypted,
+    keyUsageQueries: encrypted.flatMap((model) =>
+      encryptedProperties(model).map((column) => keyUsageSql(model.tableName, column.ciphertextColumn)),
+    ),
+    migrationsTable: MIGRATIONS_TABLE,
     tables: config.models.map((m) => m.tableName),
     migrationNames: async () =>
       (await migrationSource.getMigrations([])).map((m) => migrationSource.getMigrationName(m)),

@@ -1,7 +1,4 @@
 import type pg from 'pg'
-import { keyUsageSql, type EncryptedModel } from '../crypto/key-usage.js'
-import { encryptedProperties } from '../crypto/columns.js'
-import { MIGRATIONS_TABLE } from '../migrations/index.js'
 
 /**
  * What one round of health queries found.
@@ -19,13 +16,15 @@ export interface ProbeResult {
 }
 
 /**
- * What a probe reads besides the database: the encrypted models whose key usage it counts, and the names of the
- * library's migrations.
+ * What a probe is told by the database it watches (observability reads no model, key or migration itself): the
+ * statements that count the values each key protects (one per encrypted column, each returning `key` and `count`),
+ * the table of applied migrations, and the names of the library's migrations.
  *
  * @internal
  */
 export interface ProbeSources {
-  readonly models: readonly EncryptedModel[]
+  readonly keyUsageQueries: readonly string[]
+  readonly migrationsTable: string
   readonly migrationNames: () => Promise<readonly string[]>
 }
 
@@ -71,7 +70,7 @@ export async function probe(
               (select array_agg(x::text) from unnest(xpath('//name/text()',
                  query_to_xml(format('select name from %I', $2::text), false, false, ''))) as x)
             end as applied`,
-    [tables, MIGRATIONS_TABLE],
+    [tables, sources.migrationsTable],
   )
   const roundTripMs = performance.now() - sent
   const row = rows[0]!
@@ -91,7 +90,7 @@ export async function probe(
       await client.query(`select set_config('statement_timeout', $1, true)`, [`${left}ms`])
       if (want.exactCounts) countsTimedOut = await countExactly(client, counted)
       if (want.keyUsage && !countsTimedOut) {
-        keyUsage = await countKeyUsage(client, sources.models)
+        keyUsage = await countKeyUsage(client, sources.keyUsageQueries)
         countsTimedOut = keyUsage === undefined
       }
     } finally {
@@ -132,22 +131,18 @@ async function countExactly(
 }
 
 /**
- * The values each key protects across the encrypted properties of `models`, or undefined when the statement timeout
- * came first. Runs inside the probe's transaction.
+ * The values each key protects, summed over the key-usage statements, or undefined when the statement timeout came
+ * first. Runs inside the probe's transaction.
  */
 async function countKeyUsage(
   client: pg.Client,
-  models: readonly EncryptedModel[],
+  queries: readonly string[],
 ): Promise<Record<string, number> | undefined> {
   const usage: Record<string, number> = {}
   try {
-    for (const model of models) {
-      for (const encrypted of encryptedProperties(model as never)) {
-        const found = await client.query<{ key: string; count: string }>(
-          keyUsageSql(model.tableName, encrypted.ciphertextColumn),
-        )
-        for (const u of found.rows) usage[u.key] = (usage[u.key] ?? 0) + Number(u.count)
-      }
+    for (const sql of queries) {
+      const found = await client.query<{ key: string; count: string }>(sql)
+      for (const u of found.rows) usage[u.key] = (usage[u.key] ?? 0) + Number(u.count)
     }
     return usage
   } catch (error) {

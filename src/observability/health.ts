@@ -1,7 +1,6 @@
 import type pg from 'pg'
 import type { Knex } from 'knex'
 import type { Keyring } from '../crypto/keyring.js'
-import type { EncryptedModel } from '../crypto/key-usage.js'
 import type { Logger } from '../db/config.js'
 import { ValidationError } from '../errors/index.js'
 import type { QueryStats } from './query-stats.js'
@@ -95,7 +94,8 @@ export class HealthReporter {
   readonly #connection: HealthConnection
   readonly #pool: { min: number; max: number }
   readonly #keyring: Keyring | undefined
-  readonly #models: readonly EncryptedModel[]
+  readonly #keyUsageQueries: readonly string[]
+  readonly #migrationsTable: string
   readonly #tables: readonly string[]
   readonly #migrationNames: () => Promise<readonly string[]>
   readonly #stats: QueryStats | undefined
@@ -108,7 +108,10 @@ export class HealthReporter {
     connection: pg.ClientConfig
     pool: { min: number; max: number }
     keyring: Keyring | undefined
-    models: readonly EncryptedModel[]
+    /** The statements that count the values each key protects: one per encrypted column of the registry. */
+    keyUsageQueries: readonly string[]
+    /** The table of applied migrations. */
+    migrationsTable: string
     /** The registered models' tables, always counted. */
     tables: readonly string[]
     migrationNames: () => Promise<readonly string[]>
@@ -123,7 +126,8 @@ export class HealthReporter {
     this.#connection = new HealthConnection(options.connection, options.logger)
     this.#pool = options.pool
     this.#keyring = options.keyring
-    this.#models = options.models
+    this.#keyUsageQueries = options.keyUsageQueries
+    this.#migrationsTable = options.migrationsTable
     this.#tables = options.tables
     this.#migrationNames = options.migrationNames
     this.#stats = options.stats
@@ -259,7 +263,11 @@ export class HealthReporter {
       exactCounts: options.exactCounts === true,
       keyUsage: options.keyUsage === true && this.#keyring !== undefined,
     }
-    return probe(client, timeoutMs, tables, want, { models: this.#models, migrationNames: this.#migrationNames })
+    return probe(client, timeoutMs, tables, want, {
+      keyUsageQueries: this.#keyUsageQueries,
+      migrationsTable: this.#migrationsTable,
+      migrationNames: this.#migrationNames,
+    })
   }
 
   close(): Promise<void> {
