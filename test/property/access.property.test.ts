@@ -1,5 +1,6 @@
 /**
- * Property tests of scoped repositories against an in-memory oracle (../helpers/oracle.ts):
+ * The oracle property suites of scoped repositories (../helpers/scoped-oracle-suite.ts) on the library's `Droplet`,
+ * with row-level security off and on:
  *
  * 1. list/count: for random actors, filters (and/or/not nested up to depth 3), sorts and limits, `list` returns
  *    exactly the oracle's rows in order and `count` its count.
@@ -7,56 +8,26 @@
  * 3. Writes (repo.update/delete and query() patch/delete with where/orWhere naming anyone's ids) by a random user
  *    never touch a row outside the scope, and do exactly what the oracle says to the user's own rows.
  *
- * All three run on a database without and one with row-level security (`rls: true`; half the runs there).
- * The dataset is random too, drawn once per file from WINCLOUD_PROPERTY_SEED (or a random seed, named in failures).
- * WINCLOUD_TEST_DEEP=1 runs ten times as many cases.
+ * Droplet brings the column types a host model's suite (host-model.property.test.ts) lacks: an enum, an IP address
+ * (the nullable column, where ne/notIn/not differ from naive negation) and a second timestamp. The dataset is random,
+ * drawn once per file from WINCLOUD_PROPERTY_SEED (or a random seed, named in failures). WINCLOUD_TEST_DEEP=1 runs
+ * ten times as many cases.
  */
 import fc from 'fast-check'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DROPLET_STATUSES, Droplet, isDataError, type Database, type Scope } from '../../src/index.js'
-import type { ColumnType, Filter } from '../../src/access/filter-compiler.js'
-import { openTestDatabase } from '../helpers/database.js'
-import { checkProperty, datasetSeed, insertUsers, runs } from '../helpers/property.js'
+import { DROPLET_STATUSES, Droplet } from '../../src/index.js'
+import type { OracleRow } from '../helpers/oracle.js'
 import {
-  OracleInvalid,
-  collationRanks,
-  oracleCount,
-  oracleFindById,
-  oracleList,
-  type OracleActor,
-  type OracleModel,
-  type OracleRow,
-} from '../helpers/oracle.js'
-
-const SEED = datasetSeed()
-
-// ---------------------------------------------------------------------------------------------------------------
-// The dataset: drawn once, synchronously, so the arbitraries below can pick from its values.
+  INSTANTS,
+  nameArb,
+  pick,
+  scopedOracleSuite,
+  sometimes,
+  timestampValue,
+} from '../helpers/scoped-oracle-suite.js'
 
 const REGIONS = ['nyc1', 'nyc3', 'ams3', 'sfo2', 'fra1'] as const
 const SIZES = ['s-1vcpu-1gb', 's-2vcpu-4gb', 'm-4vcpu-8gb'] as const
 const IPS = ['10.0.0.1', '10.0.0.2', '192.168.1.10', '2001:db8::1', '2001:db8::2', 'fe80::1'] as const
-const NAME_CHARS = [...'abcAB019-_%\\ .']
-const BASE = Date.UTC(2026, 0, 1)
-// Instants 1 ms, 1 s, 1 min… apart; few of them, so many rows share a createdAt.
-const INSTANTS = [0, 1, 1_000, 60_000, 3_600_000, 86_400_000].map((d) => BASE + d)
-
-const USER_COUNT = 4 // users[0..3] are role user (users[3] owns nothing), users[4] the admin, users[5] a ghost
-const ADMIN = 4
-const GHOST = 5
-
-// Random names, and near-collisions that only literal like/ilike matching tells apart.
-const TRICKY_NAMES = ['a_b', 'axb', 'a%b', 'aab', 'a\\b', 'ab', 'AB', 'Ab', '100%', '1000', '_', '%']
-const nameArb = fc.oneof(
-  { weight: 3, arbitrary: fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 5 }) },
-  { weight: 1, arbitrary: fc.constantFrom(...TRICKY_NAMES) },
-)
-
-interface Dataset {
-  readonly userIds: readonly string[]
-  readonly rows: readonly DropletRow[]
-  readonly extraNames: readonly string[]
-}
 
 interface DropletRow extends OracleRow {
   readonly userId: string
@@ -69,13 +40,15 @@ interface DropletRow extends OracleRow {
   readonly updatedAt: Date
 }
 
-const datasetArb: fc.Arbitrary<Dataset> = fc
-  .record({
-    userIds: fc.uniqueArray(fc.uuid({ version: 4 }), { minLength: USER_COUNT + 2, maxLength: USER_COUNT + 2 }),
-    droplets: fc.uniqueArray(
-      fc.record({
+const suite = scopedOracleSuite({
+  model: Droplet,
+  ownerProperty: 'userId',
+  ownerColumn: 'user_id',
+  row: (owner): fc.Arbitrary<DropletRow> =>
+    fc
+      .record({
         id: fc.uuid({ version: 4 }),
-        owner: fc.constantFrom(0, 0, 0, 1, 1, 2, ADMIN),
+        userId: owner,
         name: nameArb,
         region: fc.constantFrom(...REGIONS),
         size: fc.constantFrom(...SIZES),
@@ -83,712 +56,57 @@ const datasetArb: fc.Arbitrary<Dataset> = fc
         ipAddress: fc.option(fc.constantFrom(...IPS), { freq: 3, nil: null }),
         created: fc.constantFrom(...INSTANTS),
         bump: fc.constantFrom(0, 0, 1, 1_000),
-      }),
-      { minLength: 50, maxLength: 70, selector: (d) => d.id },
-    ),
-    extraNames: fc.array(nameArb, { minLength: 20, maxLength: 20 }),
-  })
-  .map(({ userIds, droplets, extraNames }) => ({
-    userIds,
-    extraNames,
-    rows: droplets.map((d) => ({
-      id: d.id,
-      userId: userIds[d.owner]!,
-      name: d.name,
-      region: d.region,
-      size: d.size,
-      status: d.status,
-      ipAddress: d.ipAddress,
-      createdAt: new Date(d.created),
-      updatedAt: new Date(d.created + d.bump),
-    })),
-  }))
-
-const dataset = fc.sample(datasetArb, { seed: SEED, numRuns: 1 })[0]!
-const userIds = dataset.userIds
-const rows = dataset.rows
-const dropletIds = rows.map((r) => r.id)
-const namePool = [...new Set([...rows.map((r) => r.name), ...dataset.extraNames])]
-const regionPool = [...REGIONS, 'aaa', 'nyc', 'nyc30', 'zzz']
-const sizePool = [...SIZES, 's', 's-1vcpu-1gbx']
-const ipPool = [...IPS, '10.0.0.3']
-const KNOWN_IPS = new Set<string>(ipPool)
-const instantPool = [...new Set(rows.flatMap((r) => [r.createdAt.getTime(), r.updatedAt.getTime()]))]
-
-let db: Database
-let cleanup: () => Promise<void>
-let model: OracleModel
-
-/** Opens a database of its own for the enclosing describe (with or without row-level security) and seeds it. */
-function useDatabase(rls: boolean): void {
-  beforeAll(async () => {
-    ;({ db, cleanup } = await openTestDatabase({ rls }))
-    await insertUsers(db, userIds.slice(0, USER_COUNT + 1), ADMIN)
-    await db
-      .model(Droplet)
-      .query()
-      .insert(rows.map((r) => ({ ...r })) as never)
-    await db.knex.raw('create table pristine_droplets as select * from droplets')
-    model = {
-      filterable: Droplet.filterable,
-      sortable: Droplet.sortable,
-      defaultSort: ['-createdAt'],
-      ownerProperty: 'userId',
-      textRank: await collationRanks(db.knex, [...namePool, ...regionPool, ...sizePool, ...DROPLET_STATUSES]),
+      })
+      .map(({ created, bump, ...d }) => ({
+        ...d,
+        createdAt: new Date(created),
+        updatedAt: new Date(created + bump),
+      })),
+  projection: (row) => ({
+    id: row.id,
+    userId: row.userId,
+    name: row.name,
+    region: row.region,
+    size: row.size,
+    status: row.status,
+    ipAddress: row.ipAddress,
+    createdAt: row.createdAt.getTime(),
+    updatedAt: row.updatedAt.getTime(),
+  }),
+  filterValues: ({ rows, extraNames }) => {
+    const names = [...new Set([...rows.map((r) => r.name), ...extraNames])]
+    const regions = [...REGIONS, 'aaa', 'nyc', 'nyc30', 'zzz']
+    const sizes = [...SIZES, 's', 's-1vcpu-1gbx']
+    const ips = [...IPS, '10.0.0.3']
+    const instants = [...new Set(rows.flatMap((r) => [r.createdAt.getTime(), r.updatedAt.getTime()]))]
+    return {
+      values: {
+        name: pick(names),
+        region: pick(regions),
+        size: pick(sizes),
+        status: pick(DROPLET_STATUSES),
+        ipAddress: pick(ips),
+        createdAt: timestampValue(instants),
+        updatedAt: timestampValue(instants),
+      },
+      likeTexts: { name: names, region: regions, size: sizes },
+      collated: [...names, ...regions, ...sizes, ...DROPLET_STATUSES],
+      knownIps: new Set(ips),
     }
-  })
-
-  afterAll(async () => {
-    await cleanup()
-  })
-}
-
-const check = <T>(property: fc.IAsyncProperty<T>, numRuns: number): Promise<void> =>
-  checkProperty(property, numRuns, SEED)
-
-// ---------------------------------------------------------------------------------------------------------------
-// Actors
-
-interface TestActor {
-  readonly label: string
-  readonly oracle: OracleActor
-  readonly weight: number
-  scope(): Scope
-  [fc.toStringMethod](): string
-}
-
-const userActor = (index: number, label: string, upper = false, weight = 1): TestActor => {
-  const id = upper ? userIds[index]!.toUpperCase() : userIds[index]!
-  return {
-    label,
-    oracle: { kind: 'user', id, role: 'user' },
-    weight,
-    scope: () => db.scope({ id, role: 'user' }),
-    [fc.toStringMethod]: () => label,
-  }
-}
-
-const readers: TestActor[] = [
-  userActor(0, 'user0 (many rows)', false, 4),
-  userActor(0, 'user0 with an upper-case id', true),
-  userActor(1, 'user1'),
-  userActor(2, 'user2'),
-  userActor(3, 'user3 (no rows)'),
-  userActor(GHOST, 'a user with no users row'),
-  {
-    label: 'admin',
-    oracle: { kind: 'user', id: userIds[ADMIN]!, role: 'admin' },
-    weight: 3,
-    scope: () => db.scope({ id: userIds[ADMIN]!, role: 'admin' }),
-    [fc.toStringMethod]: () => 'admin',
   },
-  {
-    label: 'system',
-    oracle: { kind: 'system' },
-    weight: 2,
-    scope: () => db.system('property test'),
-    [fc.toStringMethod]: () => 'system',
+  // ipAddress is the nullable column, where ne/notIn/not semantics differ from naive negation: pick it more often.
+  fieldWeights: { ipAddress: 4, name: 3 },
+  patch: {
+    status: sometimes(pick(DROPLET_STATUSES), 1),
+    region: sometimes(pick(REGIONS), 1),
+    name: sometimes(nameArb, 1),
+    ipAddress: sometimes(fc.option(pick(IPS), { nil: null }), 2),
   },
-]
-const writers = readers.filter((a) => a.oracle.kind === 'user' && a.oracle.role === 'user')
-
-/** Actors who see many rows are picked more often: small visible sets make most filters trivially empty. */
-const actorArb = (actors: readonly TestActor[]): fc.Arbitrary<TestActor> =>
-  fc.oneof(...actors.map((a) => ({ weight: a.weight, arbitrary: fc.constant(a) })))
-
-// ---------------------------------------------------------------------------------------------------------------
-// Filters
-
-const pick = <T>(values: readonly T[]): fc.Arbitrary<T> => fc.constantFrom(...values)
-const sometimes = <T>(arb: fc.Arbitrary<T>, weight = 3): fc.Arbitrary<T | undefined> =>
-  fc.oneof({ weight, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb })
-
-const uuidValue = (ids: readonly string[]): fc.Arbitrary<string> =>
-  fc.oneof(
-    { weight: 4, arbitrary: pick(ids) },
-    { weight: 1, arbitrary: pick(ids).map((id) => id.toUpperCase()) },
-    { weight: 1, arbitrary: fc.uuid() },
-  )
-
-/** A timestamp as a Date, an ISO string in UTC, or an ISO string at +02:00; at a known instant or 1 ms off. */
-const timestampValue: fc.Arbitrary<Date | string> = fc
-  .tuple(pick(instantPool), fc.constantFrom(-1, 0, 0, 0, 1), fc.constantFrom('date', 'utc', 'offset'))
-  .map(([t, d, form]) => {
-    const ms = t + d
-    if (form === 'date') return new Date(ms)
-    if (form === 'utc') return new Date(ms).toISOString()
-    return new Date(ms + 2 * 3_600_000).toISOString().replace('Z', '+02:00')
-  })
-
-const VALUES: Readonly<Record<string, fc.Arbitrary<unknown>>> = {
-  id: uuidValue(dropletIds),
-  userId: uuidValue(userIds),
-  name: pick(namePool),
-  region: pick(regionPool),
-  size: pick(sizePool),
-  status: pick(DROPLET_STATUSES),
-  ipAddress: pick(ipPool),
-  createdAt: timestampValue,
-  updatedAt: timestampValue,
-}
-
-const POOLS: Readonly<Record<string, readonly string[]>> = { name: namePool, region: regionPool, size: sizePool }
-
-/** like/ilike text: a piece of a known value (so it matches something) or a few random characters. */
-const likeText = (property: string): fc.Arbitrary<string> =>
-  fc.oneof(
-    fc.tuple(pick(POOLS[property]!), fc.nat(6), fc.nat(6)).map(([s, a, b]) => s.slice(Math.min(a, b), Math.max(a, b))),
-    fc.string({ unit: pick(NAME_CHARS), maxLength: 3 }),
-    fc.string({ unit: pick(['a', 'b', 'A', '_', '%', '\\']), maxLength: 3 }),
-  )
-
-const swapCase = (text: string): string =>
-  text.replace(/[a-z]/gi, (c) => (c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase()))
-
-const likePattern = (property: string, ilike: boolean): fc.Arbitrary<Record<string, string>> =>
-  fc
-    .tuple(pick(['startsWith', 'contains', 'endsWith']), likeText(property), fc.constantFrom(0, 1, 2))
-    .map(([form, text, casing]) => ({
-      [form]: !ilike || casing === 0 ? text : casing === 1 ? swapCase(text) : text.toUpperCase(),
-    }))
-
-const typeName = (type: ColumnType): string => (typeof type === 'string' ? type : 'enum')
-
-function operatorsArb(property: string): fc.Arbitrary<Record<string, unknown>> {
-  const type = typeName(Droplet.filterable[property]!)
-  const v = VALUES[property]!
-  const list = fc.array(v, { maxLength: 4 })
-  const entries: fc.Arbitrary<[string, unknown]>[] = [
-    v.map((x) => ['eq', x]),
-    v.map((x) => ['ne', x]),
-    list.map((xs) => ['in', xs]),
-    list.map((xs) => ['notIn', xs]),
-    fc.boolean().map((b) => ['isNull', b]),
-  ]
-  if (type === 'string' || type === 'timestamp') {
-    for (const op of ['lt', 'lte', 'gt', 'gte']) entries.push(v.map((x) => [op, x]))
-    entries.push(fc.tuple(v, v).map((pair) => ['between', pair]))
-  }
-  const weighted: fc.WeightedArbitrary<[string, unknown]>[] = entries.map((arbitrary) => ({ weight: 1, arbitrary }))
-  if (type === 'string') {
-    weighted.push({ weight: 4, arbitrary: likePattern(property, false).map((p) => ['like', p]) })
-    weighted.push({ weight: 4, arbitrary: likePattern(property, true).map((p) => ['ilike', p]) })
-  }
-  return fc
-    .uniqueArray(fc.oneof(...weighted), { selector: (e) => e[0], minLength: 1, maxLength: 2 })
-    .map((e) => Object.fromEntries(e))
-}
-
-// ipAddress is the nullable column, where ne/notIn/not semantics differ from naive negation: pick it more often.
-const fieldArb: fc.Arbitrary<[string, unknown]> = fc.oneof(
-  ...Object.keys(Droplet.filterable).map((property) => ({
-    weight: property === 'ipAddress' ? 4 : property === 'name' ? 3 : 1,
-    arbitrary: fc
-      .oneof(
-        { weight: 3, arbitrary: VALUES[property]! },
-        { weight: 1, arbitrary: fc.constant(null) },
-        { weight: 5, arbitrary: operatorsArb(property) },
-      )
-      .map((spec): [string, unknown] => [property, spec]),
-  })),
-)
-
-function groupArb(depth: number, minFields = 0): fc.Arbitrary<Filter> {
-  const fields = fc.uniqueArray(fieldArb, { selector: (e) => e[0], minLength: minFields, maxLength: 2 })
-  if (depth === 0) return fields.map((e) => Object.fromEntries(e) as Filter)
-  const sub = groupArb(depth - 1)
-  return fc
-    .record({
-      fields,
-      and: sometimes(fc.array(sub, { maxLength: 2 })),
-      or: sometimes(fc.array(sub, { maxLength: 3 })),
-      not: sometimes(sub),
-    })
-    .map(({ fields: f, and, or, not }) => {
-      const filter: Record<string, unknown> = Object.fromEntries(f)
-      if (and !== undefined) filter.and = and
-      if (or !== undefined) filter.or = or
-      if (not !== undefined) filter.not = not
-      return filter as Filter
-    })
-}
-
-// Mostly shallow filters (deep ones are usually all-false or all-true), and sometimes none at all.
-const filterArb: fc.Arbitrary<Filter | undefined> = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(undefined) },
-  { weight: 5, arbitrary: fieldArb.map(([k, v]) => ({ [k]: v }) as Filter) },
-  { weight: 3, arbitrary: groupArb(0, 1) },
-  { weight: 3, arbitrary: groupArb(1, 1) },
-  { weight: 2, arbitrary: groupArb(3) },
-)
-
-const SORTABLE = ['createdAt', 'updatedAt', 'name', 'status', 'region', 'size']
-const sortArb: fc.Arbitrary<string[] | undefined> = sometimes(
-  fc
-    .tuple(fc.shuffledSubarray(SORTABLE, { maxLength: 3 }), fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }))
-    .map(([keys, down]) => keys.map((k, i) => (down[i] ? `-${k}` : k))),
-  1,
-)
-
-const limitArb: fc.Arbitrary<number | undefined> = fc.oneof(
-  fc.constant(undefined),
-  fc.integer({ min: 1, max: 5 }),
-  fc.integer({ min: 1, max: 100 }),
-)
-
-async function expectValidationError(promise: Promise<unknown>): Promise<void> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(
-    isDataError(error) && error.code === 'VALIDATION_FAILED',
-    `expected a ValidationError, got ${String(error)}`,
-  ).toBe(true)
-}
-
-const projection = (row: DropletRow | Droplet): Record<string, unknown> => ({
-  id: row.id,
-  userId: row.userId,
-  name: row.name,
-  region: row.region,
-  size: row.size,
-  status: row.status,
-  ipAddress: row.ipAddress,
-  createdAt: row.createdAt.getTime(),
-  updatedAt: row.updatedAt.getTime(),
-})
-const byId = new Map(rows.map((r) => [r.id, r]))
-
-// ---------------------------------------------------------------------------------------------------------------
-
-/** Property runs for one suite: the RLS suite runs fewer (each RLS read is a transaction of its own). */
-let scale = 1
-
-function readTests(): void {
-  it('list returns exactly the oracle’s first `limit` visible matching rows, in order; count its count', async () => {
-    await check(
-      fc.asyncProperty(
-        actorArb(readers),
-        filterArb,
-        sortArb,
-        limitArb,
-        fc.boolean(),
-        fc.boolean(),
-        async (actor, filter, sort, limit, spellUndefined, inTransaction) => {
-          const options: Record<string, unknown> = {}
-          if (filter !== undefined || spellUndefined) options.filter = filter
-          if (sort !== undefined || spellUndefined) options.sort = sort
-          if (limit !== undefined || spellUndefined) options.limit = limit
-          // Directly, or inside a scope transaction (another runner; with RLS, the transaction's own settings).
-          const read = async (): Promise<[Droplet[], number]> => {
-            const both = async (scope: Scope): Promise<[Droplet[], number]> => [
-              await scope.repo(Droplet).list(options),
-              await scope.repo(Droplet).count(filter),
-            ]
-            return inTransaction ? actor.scope().transaction(both) : both(actor.scope())
-          }
-          let expected: string[]
-          try {
-            expected = oracleList(model, rows, actor.oracle, options, KNOWN_IPS)
-          } catch (error) {
-            if (!(error instanceof OracleInvalid)) throw error
-            // Only the condition limit can make a generated filter invalid.
-            await expectValidationError(read())
-            await expectValidationError(actor.scope().repo(Droplet).count(filter))
-            return
-          }
-          const [listed, counted] = await read()
-          expect(listed.map((r) => r.id)).toEqual(expected)
-          expect(listed.map(projection)).toEqual(expected.map((id) => projection(byId.get(id)!)))
-          expect(counted).toBe(oracleCount(model, rows, actor.oracle, filter, KNOWN_IPS))
-        },
-      ),
-      runs(1000 * scale),
-    )
-  })
-
-  it('findById and getById see exactly the visible rows', async () => {
-    const malformed = fc.oneof(
-      fc.string({ maxLength: 40 }),
-      pick(dropletIds).map((id) => `{${id}}`),
-      pick(dropletIds).map((id) => id.replace(/-/g, '')),
-      pick(dropletIds).map((id) => ` ${id}`),
-      pick(dropletIds).map((id) => `${id}'--`),
-    )
-    const idArb = fc.oneof(
-      { weight: 4, arbitrary: pick(dropletIds) },
-      { weight: 2, arbitrary: pick(dropletIds).map((id) => id.toUpperCase()) },
-      { weight: 1, arbitrary: fc.uuid() },
-      { weight: 1, arbitrary: pick(userIds) },
-      { weight: 2, arbitrary: malformed },
-    )
-    await check(
-      fc.asyncProperty(actorArb(readers), idArb, async (actor, id) => {
-        const repo = actor.scope().repo(Droplet)
-        const expected = oracleFindById(model, rows, actor.oracle, id)
-        const found = await repo.findById(id)
-        expect(found?.id).toBe(expected)
-        if (found !== undefined) expect(projection(found)).toEqual(projection(byId.get(found.id)!))
-        const got = await repo.getById(id).then(
-          (row) => row,
-          (e: unknown) => e,
-        )
-        if (expected === undefined) {
-          expect(isDataError(got) && got.code === 'NOT_FOUND', `expected NotFoundError, got ${String(got)}`).toBe(true)
-        } else {
-          expect((got as Droplet).id).toBe(expected)
-        }
-      }),
-      runs(200 * scale),
-    )
-  })
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Writes
-
-type IdPick = { from: 'own' | 'other' | 'missing' | 'malformed'; index: number; upper: boolean }
-type PatchOwner = 'none' | 'self' | 'other'
-interface PatchSpec {
-  status?: string
-  region?: string
-  name?: string
-  ipAddress?: string | null
-  owner: PatchOwner
-  badStatus: boolean
-}
-type Connector = 'and' | 'or'
-type Cond =
-  | { connector: Connector; kind: 'eq' | 'not'; column: 'id'; value: IdPick }
-  | { connector: Connector; kind: 'eq' | 'not'; column: 'user_id'; value: number }
-  | { connector: Connector; kind: 'eq' | 'not'; column: 'status' | 'region'; value: string }
-  | { connector: Connector; kind: 'in'; column: 'id'; value: IdPick[] }
-  | { connector: Connector; kind: 'in'; column: 'user_id'; value: number[] }
-  | { connector: Connector; kind: 'true' }
-type WriteOp =
-  | { kind: 'update'; id: IdPick; patch: PatchSpec }
-  | { kind: 'delete'; id: IdPick }
-  | { kind: 'patchAndFetchById'; id: IdPick; patch: PatchSpec }
-  | { kind: 'deleteById'; id: IdPick }
-  | { kind: 'queryPatch'; conds: Cond[]; patch: PatchSpec }
-  | { kind: 'queryDelete'; conds: Cond[] }
-  | { kind: 'read'; conds: Cond[] }
-
-const MALFORMED = ['not-a-uuid', "' or '1'='1", '', '00000000-0000-0000-0000-00000000000g']
-
-const idPickArb: fc.Arbitrary<IdPick> = fc.record({
-  from: fc.constantFrom('own', 'own', 'other', 'other', 'missing', 'malformed'),
-  index: fc.nat(),
-  upper: fc.boolean(),
+  invalidPatch: { property: 'status', value: 'melting' },
+  where: [
+    { column: 'status', property: 'status', values: pick(DROPLET_STATUSES) },
+    { column: 'region', property: 'region', values: pick(REGIONS) },
+  ],
 })
 
-const patchArb: fc.Arbitrary<PatchSpec> = fc.record({
-  status: sometimes(pick(DROPLET_STATUSES), 1),
-  region: sometimes(pick(REGIONS), 1),
-  name: sometimes(nameArb, 1),
-  ipAddress: sometimes(fc.option(pick(IPS), { nil: null }), 2),
-  owner: fc.constantFrom<PatchOwner>('none', 'none', 'none', 'none', 'self', 'other'),
-  badStatus: fc.integer({ min: 0, max: 9 }).map((n) => n === 0),
-})
-
-const connectorArb = fc.constantFrom<Connector>('and', 'or', 'or')
-const condArb: fc.Arbitrary<Cond> = fc.oneof(
-  fc.record({
-    connector: connectorArb,
-    kind: fc.constantFrom('eq', 'not'),
-    column: fc.constant('id'),
-    value: idPickArb,
-  }),
-  fc.record({
-    connector: connectorArb,
-    kind: fc.constantFrom('eq', 'not'),
-    column: fc.constant('user_id'),
-    value: fc.nat(USER_COUNT + 1),
-  }),
-  fc.record({
-    connector: connectorArb,
-    kind: fc.constantFrom('eq', 'not'),
-    column: fc.constant('status'),
-    value: pick(DROPLET_STATUSES),
-  }),
-  fc.record({
-    connector: connectorArb,
-    kind: fc.constantFrom('eq', 'not'),
-    column: fc.constant('region'),
-    value: pick(REGIONS),
-  }),
-  fc.record({
-    connector: connectorArb,
-    kind: fc.constant('in'),
-    column: fc.constant('id'),
-    value: fc.array(idPickArb, { maxLength: 4 }),
-  }),
-  fc.record({
-    connector: connectorArb,
-    kind: fc.constant('in'),
-    column: fc.constant('user_id'),
-    value: fc.array(fc.nat(USER_COUNT + 1), { maxLength: 3 }),
-  }),
-  fc.record({ connector: connectorArb, kind: fc.constant('true') }),
-)
-const condsArb = fc.array(condArb, { minLength: 1, maxLength: 4 })
-
-const writeOpArb: fc.Arbitrary<WriteOp> = fc.oneof(
-  fc.record({ kind: fc.constant('update'), id: idPickArb, patch: patchArb }),
-  fc.record({ kind: fc.constant('delete'), id: idPickArb }),
-  fc.record({ kind: fc.constant('patchAndFetchById'), id: idPickArb, patch: patchArb }),
-  fc.record({ kind: fc.constant('deleteById'), id: idPickArb }),
-  fc.record({ kind: fc.constant('queryPatch'), conds: condsArb, patch: patchArb }),
-  fc.record({ kind: fc.constant('queryDelete'), conds: condsArb }),
-  fc.record({ kind: fc.constant('read'), conds: condsArb }),
-)
-
-/** The oracle's copy of the table during one write sequence. */
-type ModelRow = { -readonly [K in keyof DropletRow]: DropletRow[K] }
-
-/** Outcomes: a value, or an error code. */
-type Outcome = { ok: unknown } | { code: string }
-
-function writeTests(): void {
-  it('never change, create or remove a row outside the scope, and do exactly what they should inside it', async () => {
-    const otherRowsText = async (actorId: string): Promise<string[]> => {
-      const { rows: found } = await db.knex.raw<{ rows: { t: string }[] }>(
-        'select d::text as t from droplets d where user_id <> ? order by id',
-        [actorId],
-      )
-      return found.map((r) => r.t)
-    }
-    const reset = async (): Promise<void> => {
-      await db.knex.raw('delete from droplets')
-      await db.knex.raw('insert into droplets select * from pristine_droplets')
-    }
-
-    await check(
-      fc.asyncProperty(actorArb(writers), fc.array(writeOpArb, { minLength: 1, maxLength: 6 }), async (actor, ops) => {
-        await reset()
-        const actorId = (actor.oracle as { id: string }).id.toLowerCase()
-        const ownIds = rows.filter((r) => r.userId === actorId).map((r) => r.id)
-        const otherIds = rows.filter((r) => r.userId !== actorId).map((r) => r.id)
-        const state = new Map<string, ModelRow>(rows.map((r) => [r.id, { ...r }]))
-        const before = await otherRowsText(actorId)
-        const repo = actor.scope().repo(Droplet)
-
-        const resolveId = (p: IdPick): string => {
-          const from = p.from === 'own' ? ownIds : p.from === 'other' ? otherIds : []
-          if (p.from === 'malformed') return MALFORMED[p.index % MALFORMED.length]!
-          const id =
-            from.length > 0
-              ? from[p.index % from.length]!
-              : `00000000-0000-4000-8000-${String(p.index % 1e12).padStart(12, '0')}`
-          return p.upper ? id.toUpperCase() : id
-        }
-        const resolveUser = (i: number): string => (i === 0 ? actorId : userIds[i % userIds.length]!)
-        const isMalformed = (id: string): boolean => MALFORMED.includes(id)
-        const ownAlive = (id: string): ModelRow | undefined => {
-          const row = state.get(id.toLowerCase())
-          return row !== undefined && row.userId === actorId ? row : undefined
-        }
-        const patchOf = (p: PatchSpec): Record<string, unknown> => {
-          const patch: Record<string, unknown> = {}
-          if (p.status !== undefined) patch.status = p.status
-          if (p.region !== undefined) patch.region = p.region
-          if (p.name !== undefined) patch.name = p.name
-          if (p.ipAddress !== undefined) patch.ipAddress = p.ipAddress
-          if (p.owner === 'self') patch.userId = actorId
-          if (p.owner === 'other') patch.userId = userIds.find((id) => id !== actorId)
-          if (p.badStatus) patch.status = 'melting'
-          return patch
-        }
-        /** The error a patch must get regardless of which rows it targets, if any. */
-        const patchError = (p: PatchSpec): string | undefined => {
-          if (p.badStatus) return 'VALIDATION_FAILED'
-          const patch = patchOf(p)
-          if (patch.userId !== undefined && patch.userId !== actorId) return 'FORBIDDEN'
-          return undefined
-        }
-        const applyPatch = (row: ModelRow, p: PatchSpec): void => {
-          const patch = patchOf(p)
-          for (const key of ['status', 'region', 'name', 'ipAddress'] as const) {
-            if (key in patch) (row as Record<string, unknown>)[key] = patch[key]
-          }
-        }
-        // knex writes where-clauses flat, so SQL precedence applies: `a or b and c` is `a or (b and c)`.
-        const resolved = (conds: Cond[]) =>
-          conds.map((c) => {
-            switch (c.kind) {
-              case 'true':
-                return { c, test: () => true }
-              case 'in':
-                if (c.column === 'id') {
-                  const ids = c.value.map(resolveId)
-                  return { c, ids, test: (r: ModelRow) => ids.some((id) => id.toLowerCase() === r.id) }
-                } else {
-                  const ids = c.value.map(resolveUser)
-                  return { c, ids, test: (r: ModelRow) => ids.includes(r.userId) }
-                }
-              default: {
-                const v =
-                  c.column === 'id' ? resolveId(c.value) : c.column === 'user_id' ? resolveUser(c.value) : c.value
-                const get = (r: ModelRow): string =>
-                  c.column === 'id'
-                    ? r.id
-                    : c.column === 'user_id'
-                      ? r.userId
-                      : c.column === 'status'
-                        ? r.status
-                        : r.region
-                const eq = (r: ModelRow): boolean => get(r) === (c.column === 'id' ? v.toLowerCase() : v)
-                return { c, v, test: c.kind === 'eq' ? eq : (r: ModelRow) => !eq(r) }
-              }
-            }
-          })
-        const matches = (conds: ReturnType<typeof resolved>, row: ModelRow): boolean => {
-          let any = false
-          let all = true
-          conds.forEach(({ c, test }, i) => {
-            if (i > 0 && c.connector === 'or') {
-              any ||= all
-              all = true
-            }
-            all &&= test(row)
-          })
-          return any || all
-        }
-        const usesMalformed = (conds: ReturnType<typeof resolved>): boolean =>
-          conds.some((r) => ('ids' in r && r.ids!.some(isMalformed)) || ('v' in r && isMalformed(r.v!)))
-        const build = <Q>(query: Q, conds: ReturnType<typeof resolved>): Q => {
-          type Chain = Record<string, (...args: unknown[]) => Chain>
-          let q = query as unknown as Chain
-          conds.forEach((r, i) => {
-            const or = i > 0 && r.c.connector === 'or'
-            const c = r.c
-            if (c.kind === 'true') q = q[or ? 'orWhereRaw' : 'whereRaw']!('1 = 1')
-            else if (c.kind === 'in') q = q[or ? 'orWhereIn' : 'whereIn']!(c.column, r.ids)
-            else if (c.kind === 'eq') q = q[or ? 'orWhere' : 'where']!(c.column, r.v)
-            else q = q[or ? 'orWhereNot' : 'whereNot']!(c.column, r.v)
-          })
-          return q as unknown as Q
-        }
-        const outcome = async (work: () => Promise<unknown>): Promise<Outcome> => {
-          try {
-            return { ok: await work() }
-          } catch (error) {
-            if (isDataError(error)) return { code: error.code }
-            throw error
-          }
-        }
-
-        for (const op of ops) {
-          const label = JSON.stringify(op)
-          switch (op.kind) {
-            case 'update':
-            case 'patchAndFetchById': {
-              const id = resolveId(op.id)
-              const target = ownAlive(id)
-              const got = await outcome(async () =>
-                op.kind === 'update'
-                  ? await repo.update(id, patchOf(op.patch))
-                  : await repo.query().patchAndFetchById(id, patchOf(op.patch)),
-              )
-              let expected: Outcome
-              if (op.kind === 'update' && isMalformed(id)) expected = { code: 'NOT_FOUND' }
-              else if (patchError(op.patch) !== undefined) expected = { code: patchError(op.patch)! }
-              else if (isMalformed(id))
-                expected = { code: 'VALIDATION_FAILED' } // the database refuses the text
-              else if (target === undefined) expected = op.kind === 'update' ? { code: 'NOT_FOUND' } : { ok: undefined }
-              else {
-                applyPatch(target, op.patch)
-                expected = { ok: target.id }
-              }
-              const actual = 'ok' in got ? { ok: (got.ok as Droplet | undefined)?.id } : got
-              expect(actual, label).toEqual(expected)
-              if ('ok' in got && got.ok !== undefined && target !== undefined) {
-                const returned = projection(got.ok as Droplet)
-                expect({ ...returned, updatedAt: 0 }, label).toEqual({ ...projection(target), updatedAt: 0 })
-              }
-              break
-            }
-            case 'delete':
-            case 'deleteById': {
-              const id = resolveId(op.id)
-              const target = ownAlive(id)
-              const got = await outcome(() =>
-                op.kind === 'delete' ? repo.delete(id) : (repo.query().deleteById(id) as unknown as Promise<number>),
-              )
-              let expected: Outcome
-              if (isMalformed(id))
-                expected = op.kind === 'delete' ? { code: 'NOT_FOUND' } : { code: 'VALIDATION_FAILED' }
-              else if (target === undefined) expected = op.kind === 'delete' ? { code: 'NOT_FOUND' } : { ok: 0 }
-              else {
-                state.delete(target.id)
-                expected = { ok: op.kind === 'delete' ? undefined : 1 }
-              }
-              expect(got, label).toEqual(expected)
-              break
-            }
-            case 'queryPatch':
-            case 'queryDelete':
-            case 'read': {
-              const conds = resolved(op.conds)
-              const hits = [...state.values()].filter((r) => r.userId === actorId && matches(conds, r))
-              let expected: Outcome
-              if (op.kind === 'queryPatch' && patchError(op.patch) !== undefined) {
-                expected = { code: patchError(op.patch)! }
-              } else if (usesMalformed(conds)) {
-                expected = { code: 'VALIDATION_FAILED' }
-              } else if (op.kind === 'read') {
-                expected = { ok: hits.map((r) => r.id).sort() }
-              } else {
-                expected = { ok: hits.length }
-              }
-              let got: Outcome
-              if (op.kind === 'queryPatch') {
-                got = await outcome(
-                  () => build(repo.query().patch(patchOf(op.patch)), conds) as unknown as Promise<number>,
-                )
-              } else if (op.kind === 'queryDelete') {
-                got = await outcome(() => build(repo.query().delete(), conds) as unknown as Promise<number>)
-              } else {
-                got = await outcome(async () => {
-                  const found = await build(repo.query(), conds)
-                  const size = await build(repo.query(), conds).resultSize()
-                  expect(size, `${label} resultSize`).toBe(found.length)
-                  return found.map((r) => r.id).sort()
-                })
-              }
-              expect(got, label).toEqual(expected)
-              if ('ok' in got && op.kind === 'queryPatch') for (const row of hits) applyPatch(row, op.patch)
-              if ('ok' in got && op.kind === 'queryDelete') for (const row of hits) state.delete(row.id)
-              break
-            }
-          }
-        }
-
-        // Outside the scope: byte for byte what it was (the row text includes every column, updated_at too).
-        expect(await otherRowsText(actorId)).toEqual(before)
-        // Inside: exactly the oracle's rows and values (updated_at aside).
-        const mine = await db.model(Droplet).query().where('user_id', actorId).orderBy('id')
-        const expectedMine = [...state.values()]
-          .filter((r) => r.userId === actorId)
-          .sort((a, b) => (a.id < b.id ? -1 : 1))
-        expect(mine.map((r) => ({ ...projection(r), updatedAt: 0 }))).toEqual(
-          expectedMine.map((r) => ({ ...projection(r), updatedAt: 0 })),
-        )
-      }),
-      runs(150 * scale),
-    )
-    await reset()
-  })
-}
-
-for (const rls of [false, true]) {
-  describe(`scoped repositories (rls: ${rls})`, () => {
-    useDatabase(rls)
-    beforeAll(() => {
-      scale = rls ? 0.5 : 1
-    })
-    describe('reads agree with the oracle', readTests)
-    describe('writes stay in the scope', writeTests)
-  })
-}
+suite.register('scoped repositories')
