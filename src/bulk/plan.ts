@@ -17,6 +17,32 @@ export interface BulkRunner {
   readonly inTransaction: boolean
 }
 
+/** An id as a not-found list reports it: any value as text, never a throw (an object without a prototype included). */
+function idText(id: unknown): string {
+  try {
+    return String(id)
+  } catch {
+    return Object.prototype.toString.call(id)
+  }
+}
+
+/**
+ * The key under which rows with the same patch share one check, or undefined when the patch must be checked for its
+ * own row: only a patch of JSON values that survive JSON as themselves (strings, finite numbers, booleans, null, and
+ * plain lists and objects of them) has a key, so two patches share a check only when they are equal.
+ */
+function sharedPatchKey(patch: Record<string, unknown>): string | undefined {
+  const exact = (value: unknown): boolean => {
+    if (value === null || typeof value === 'string' || typeof value === 'boolean') return true
+    if (typeof value === 'number') return Number.isFinite(value)
+    if (Array.isArray(value)) return value.every(exact)
+    if (typeof value !== 'object') return false
+    const proto = Object.getPrototypeOf(value) as unknown
+    return (proto === Object.prototype || proto === null) && Object.values(value).every(exact)
+  }
+  return Object.values(patch).every(exact) ? JSON.stringify(patch) : undefined
+}
+
 /**
  * Ids to work on in lock order: the well-formed ones deduplicated (lower case) and sorted, so concurrent bulk calls
  * over overlapping ids lock them in the same order and cannot deadlock; the rest are reported as not found.
@@ -28,7 +54,7 @@ export function planIds(ids: readonly unknown[]): { sorted: string[]; notFound: 
   const notFound: string[] = []
   for (const id of ids) {
     if (isUuid(id)) wanted.add(id.toLowerCase())
-    else notFound.push(String(id))
+    else notFound.push(idText(id))
   }
   return { sorted: [...wanted].sort(), notFound }
 }
@@ -73,7 +99,7 @@ export function planRowGroups(
     }
     const { id, ...patch } = row as Record<string, unknown>
     if (!isUuid(id)) {
-      notFound.push(String(id))
+      notFound.push(idText(id))
       continue
     }
     const key = id.toLowerCase()
@@ -81,16 +107,11 @@ export function planRowGroups(
       throw new ValidationError(`rows[${i}] repeats an id.`, [{ field: `rows[${i}].id`, message: 'repeats an id' }])
     }
     ids.add(key)
-    let checked: CheckedPatch | undefined
-    if (perRow(patch)) {
+    const patchKey = perRow(patch) ? undefined : sharedPatchKey(patch)
+    let checked = patchKey === undefined ? undefined : shared.get(patchKey)
+    if (checked === undefined) {
       checked = check(patch, key)
-    } else {
-      const patchKey = JSON.stringify(patch)
-      checked = shared.get(patchKey)
-      if (checked === undefined) {
-        checked = check(patch, key)
-        shared.set(patchKey, checked)
-      }
+      if (patchKey !== undefined) shared.set(patchKey, checked)
     }
     const { columns, values } = checked
     const shape = columns.join(',')
