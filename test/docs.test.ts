@@ -303,7 +303,7 @@ describe('code blocks in README.md and docs/', () => {
             skipLibCheck: true,
             noEmit: true,
             esModuleInterop: true,
-            paths: { '@wincloud/data': [join(ROOT, 'src', 'index.ts')] },
+            paths: await entryPaths(),
           },
           include: ['*.ts'],
         }),
@@ -345,3 +345,18 @@ describe('code blocks in README.md and docs/', () => {
     }
   })
 })
+
+/** The package's entries mapped to their sources: `@wincloud/data` → src/index.ts, `@wincloud/data/crypto` → src/crypto.ts, … */
+async function entryPaths(): Promise<Record<string, string[]>> {
+  const { exports } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {
+    exports: Record<string, unknown>
+  }
+  return Object.fromEntries(
+    Object.keys(exports)
+      .filter((subpath) => subpath !== './package.json')
+      .map((subpath) => {
+        const name = subpath === '.' ? 'index' : subpath.slice(2)
+        return [subpath === '.' ? '@wincloud/data' : `@wincloud/data/${name}`, [join(ROOT, 'src', `${name}.ts`)]]
+      }),
+  )
+}

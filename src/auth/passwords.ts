@@ -83,7 +83,7 @@ const b64 = (bytes: Buffer): string => bytes.toString('base64').replace(/=+$/, '
  *
  * @example
  * ```ts
- * import { hashPassword } from '@wincloud/data'
+ * import { hashPassword } from '@wincloud/data/passwords'
  *
  * const passwordHash = await hashPassword('correct horse battery staple')
  * await db.model(User).query().insert({ email, username, passwordHash })
@@ -133,7 +133,7 @@ export const isBcryptHash = (hash: string): boolean => BCRYPT.test(hash)
  *
  * @example
  * ```ts
- * import { verifyPassword } from '@wincloud/data'
+ * import { verifyPassword } from '@wincloud/data/passwords'
  *
  * if (!(await verifyPassword(input, user.passwordHash))) throw new AuthenticationError()
  * ```

@@ -74,7 +74,14 @@ export function fernetTimestamp(token: string): Date | undefined {
   return new Date(Number(bytes.readBigUInt64BE(1)) * 1000)
 }
 
-/** Whether a text is shaped like a Fernet token (version byte 0x80, URL-safe base64): not whether it is valid. */
+/**
+ * Whether a text is shaped like a Fernet token (version byte 0x80, URL-safe base64): not whether it is valid.
+ *
+ * @example
+ * ```ts
+ * const legacy = isFernetToken(row.ssh_key_enc) // a value the Python backend wrote
+ * ```
+ */
 export function isFernetToken(text: string): boolean {
   return typeof text === 'string' && text.startsWith('gAAAAA') && TOKEN.test(text)
 }

@@ -10,7 +10,6 @@ import { rotateKeys, type RotationProgress, type RotationResult } from './key-ro
 
 // The jobs of db.crypto live in their own modules (key rotation, the legacy-token inventory, encryptColumn, the
 // batch walking they share); this one puts them together and is the one others import.
-export { legacyTokenDigest } from './legacy-inventory.js'
 export type { EncryptColumnProgress } from './encrypt-column.js'
 export type { LegacyInventoryProgress, LegacyInventoryResult } from './legacy-inventory.js'
 export type { LegacyTokenRefusal, RotationProgress, RotationResult } from './key-rotation.js'

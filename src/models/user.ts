@@ -11,7 +11,8 @@ import { Droplet } from './droplet.js'
  *
  * @example
  * ```ts
- * import { User, hashPassword } from '@wincloud/data'
+ * import { User } from '@wincloud/data'
+ * import { hashPassword } from '@wincloud/data/passwords'
  *
  * const alice = await db.model(User).query().insertAndFetch({
  *   email: 'alice@example.com',

@@ -1,5 +1,6 @@
 import type { HealthReport, PoolStatus } from './health.js'
-import { DURATION_BUCKETS, type QueryStatsReport } from './query-stats.js'
+import { DURATION_BUCKETS } from './query-groups.js'
+import type { QueryStatsReport } from './query-stats.js'
 
 /** A label value as the text exposition format wants it: backslash, quote and newline escaped. */
 function label(value: string): string {

@@ -8,8 +8,6 @@ import { SlowQueryLog, type SlowQuery } from './slow-queries.js'
 
 // The parts of query timing live in their own modules; this one puts them together and is the one others import.
 export { normalizeSql } from './sql-normalizer.js'
-export { DURATION_BUCKETS } from './query-groups.js'
-export { QUERY_STATS_LIMITS } from './query-stats-limits.js'
 export type { ConnectionWaitStats } from './connection-waits.js'
 export type { QueryGroupStats } from './query-groups.js'
 export type { SlowQuery } from './slow-queries.js'

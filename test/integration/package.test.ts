@@ -73,12 +73,75 @@ const expected = (tag: string) => ({
   validation: { isDataError: true, instance: true, fields: ['name'] },
 })
 
+/** The package's entries, as a host imports them. */
+const ENTRIES = ['@wincloud/data', '@wincloud/data/crypto', '@wincloud/data/passwords', '@wincloud/data/sql']
+
+/**
+ * A host's use of the subpath entries (`main`, `crypto`, `passwords` and `sql` are the entries, imported or
+ * required): an envelope and a Fernet round trip, a blind index, a password hashed and verified, a normalized
+ * statement; the main entry's deprecated aliases are the same values; `Scope` is no runtime export.
+ */
+const primitives = `const keyring = crypto.Keyring.from({
+  keys: { k1: Buffer.alloc(32, 7).toString('base64') },
+  current: 'k1',
+  blindIndexKey: Buffer.alloc(32, 8).toString('base64'),
+})
+const place = { table: 'tickets', column: 'note_ciphertext', rowId: '0192f3a0-7c1e-7b2a-9f00-3c4d5e6f7a8b' }
+const stored = crypto.encryptValue(keyring, 'call back after 5pm', place)
+const fernetKey = crypto.fernetKey(Buffer.alloc(32, 9).toString('base64url') + '=')
+const token = crypto.fernetEncrypt(fernetKey, Buffer.from('secret'))
+const hash = await passwords.hashPassword('correct horse', { cost: 10 })
+const aliases = Object.entries({ crypto, passwords, sql }).flatMap(([entry, m]) =>
+  Object.keys(m).filter((n) => n !== '__esModule').map((n) => [entry + '.' + n, main[n] === m[n]]))
+console.log(JSON.stringify({
+  envelope: { keyId: crypto.envelopeKeyId(stored), plaintext: crypto.decryptValue(keyring, stored, place) },
+  fernet: { isToken: crypto.isFernetToken(token), plaintext: crypto.fernetDecrypt([fernetKey], token).toString('utf8') },
+  blindIndex: crypto.blindIndex(keyring, 'users', 'api_token_bidx', 'tok-1').length,
+  password: {
+    scrypt: hash.startsWith('$scrypt$'),
+    verifies: await passwords.verifyPassword('correct horse', hash),
+    wrong: await passwords.verifyPassword('battery staple', hash),
+    needsRehash: passwords.passwordNeedsRehash(hash, { cost: 10 }),
+  },
+  sql: sql.normalizeSql("select * from droplets where user_id = $1 and status in ('active', 'stopped') limit 20"),
+  aliases: Object.fromEntries(aliases),
+  scopeIsExported: 'Scope' in main,
+}))
+`
+
+const primitivesExpected = {
+  envelope: { keyId: 'k1', plaintext: 'call back after 5pm' },
+  fernet: { isToken: true, plaintext: 'secret' },
+  blindIndex: 22,
+  password: { scrypt: true, verifies: true, wrong: false, needsRehash: false },
+  sql: 'select * from droplets where user_id = ? and status in (?...) limit ?',
+  aliases: Object.fromEntries(
+    [
+      ...[
+        'Keyring',
+        'encryptValue',
+        'decryptValue',
+        'envelopeKeyId',
+        'fernetEncrypt',
+        'fernetDecrypt',
+        'fernetKey',
+        'isFernetToken',
+        'blindIndex',
+      ].map((n) => `crypto.${n}`),
+      ...['hashPassword', 'verifyPassword', 'passwordNeedsRehash'].map((n) => `passwords.${n}`),
+      'sql.normalizeSql',
+    ].map((n) => [n, true]),
+  ),
+  scopeIsExported: false,
+}
+
 describe('the packed package', () => {
   it('works from an ES module', async () => {
     await writeFile(
       join(host, 'esm.mjs'),
       usage(
-        `import { createDatabase, Droplet, User, ValidationError, isDataError, hashPassword } from '@wincloud/data'`,
+        `import { createDatabase, Droplet, User, ValidationError, isDataError } from '@wincloud/data'
+import { hashPassword } from '@wincloud/data/passwords'`,
       ),
     )
     expect(await node('esm.mjs', 'esm')).toEqual(expected('esm'))
@@ -87,7 +150,8 @@ describe('the packed package', () => {
   it('works from CommonJS', async () => {
     await writeFile(
       join(host, 'cjs.cjs'),
-      `const { createDatabase, Droplet, User, ValidationError, isDataError, hashPassword } = require('@wincloud/data')
+      `const { createDatabase, Droplet, User, ValidationError, isDataError } = require('@wincloud/data')
+const { hashPassword } = require('@wincloud/data/passwords')
 ;(async () => {
 ${usage('')}
 })().catch((e) => { console.error(e); process.exit(1) })`,
@@ -95,19 +159,52 @@ ${usage('')}
     expect(await node('cjs.cjs', 'cjs')).toEqual(expected('cjs'))
   })
 
+  it('serves the subpath entries to an ES module, with the deprecated aliases and without Scope in the main one', async () => {
+    await writeFile(
+      join(host, 'subpaths.mjs'),
+      `import * as main from '@wincloud/data'
+import * as crypto from '@wincloud/data/crypto'
+import * as passwords from '@wincloud/data/passwords'
+import * as sql from '@wincloud/data/sql'
+${primitives}`,
+    )
+    expect(await node('subpaths.mjs', 'subpaths-esm')).toEqual(primitivesExpected)
+  })
+
+  it('serves the subpath entries to CommonJS, with the deprecated aliases and without Scope in the main one', async () => {
+    await writeFile(
+      join(host, 'subpaths.cjs'),
+      `const main = require('@wincloud/data')
+const crypto = require('@wincloud/data/crypto')
+const passwords = require('@wincloud/data/passwords')
+const sql = require('@wincloud/data/sql')
+;(async () => {
+${primitives}
+})().catch((e) => { console.error(e); process.exit(1) })`,
+    )
+    expect(await node('subpaths.cjs', 'subpaths-cjs')).toEqual(primitivesExpected)
+  })
+
   it('gives ESM and CJS importers one copy of the library', async () => {
     await writeFile(
       join(host, 'both.mjs'),
       `import { createRequire } from 'node:module'
-import * as esm from '@wincloud/data'
-const cjs = createRequire(import.meta.url)('@wincloud/data')
-const names = Object.keys(cjs).filter((n) => n !== '__esModule').sort()
-console.log(JSON.stringify({
-  sameNames: JSON.stringify(names) === JSON.stringify(Object.keys(esm).sort()),
-  sameClasses: names.every((n) => esm[n] === cjs[n]),
-}))`,
+const require = createRequire(import.meta.url)
+const entries = {}
+for (const entry of ${JSON.stringify(ENTRIES)}) {
+  const esm = await import(entry)
+  const cjs = require(entry)
+  const names = Object.keys(cjs).filter((n) => n !== '__esModule').sort()
+  entries[entry] = {
+    sameNames: JSON.stringify(names) === JSON.stringify(Object.keys(esm).sort()),
+    sameClasses: names.every((n) => esm[n] === cjs[n]),
+  }
+}
+console.log(JSON.stringify(entries))`,
     )
-    expect(await node('both.mjs', 'both')).toEqual({ sameNames: true, sameClasses: true })
+    expect(await node('both.mjs', 'both')).toEqual(
+      Object.fromEntries(ENTRIES.map((entry) => [entry, { sameNames: true, sameClasses: true }])),
+    )
   })
 
   it('recognises errors across two separate copies of the package', async () => {
@@ -136,15 +233,32 @@ console.log(JSON.stringify({
     })
   })
 
-  it('type-checks in a TypeScript host, as ESM and as CJS', async () => {
-    const source = `import { createDatabase, Droplet, type Database, type DatabaseConfig, type DropletStatus } from '@wincloud/data'
+  // Two compiler runs over the packed types: slower than the default timeout on a busy machine.
+  it('type-checks in a TypeScript host, as ESM and as CJS', { timeout: 180_000 }, async () => {
+    const source = `import { createDatabase, Droplet, type Database, type DatabaseConfig, type DropletStatus, type Scope } from '@wincloud/data'
+import * as main from '@wincloud/data'
+import { decryptValue, encryptValue, Keyring, type EncryptionConfig, type EnvelopeContext } from '@wincloud/data/crypto'
+import { hashPassword, verifyPassword, type PasswordHashOptions } from '@wincloud/data/passwords'
+import { normalizeSql } from '@wincloud/data/sql'
 const config: DatabaseConfig = { connection: 'postgres://app@127.0.0.1/app', pool: { max: 5 } }
 export async function names(): Promise<string[]> {
   const db: Database = await createDatabase(config)
   const droplets = await db.model(Droplet).query().where('status', 'active')
   const status: DropletStatus = droplets[0]?.status ?? 'building'
+  const scope: Scope = db.system('nightly report')
+  const all: Droplet[] = await scope.repo(Droplet).list()
+  // @ts-expect-error Scope is a type only: scopes come from db.scope() and db.system()
+  const made = new main.Scope()
   await db.close()
-  return droplets.map((d) => d.name + status)
+  return [...droplets, ...all].map((d) => d.name + status + String(made))
+}
+export async function primitives(encryption: EncryptionConfig, options: PasswordHashOptions): Promise<boolean> {
+  const keyring: Keyring = Keyring.from(encryption)
+  const place: EnvelopeContext = { table: 'tickets', column: 'note_ciphertext', rowId: 'r1' }
+  const note: unknown = decryptValue(keyring, encryptValue(keyring, 'note', place), place)
+  const hash: string = await hashPassword(String(note), options)
+  const legacy: string = await main.hashPassword('pw') // deprecated alias, still typed
+  return (await verifyPassword('note', hash)) && normalizeSql(legacy) !== ''
 }
 `
     for (const [dir, type] of [

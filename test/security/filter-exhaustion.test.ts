@@ -19,7 +19,8 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FILTER_SQL_CACHE, FilterCompiler, type FilterColumn } from '../../src/access/filter-compiler.js'
 import { modelAccess } from '../../src/access/model-access.js'
-import { QueryStats, QUERY_STATS_LIMITS } from '../../src/observability/query-stats.js'
+import { QueryStats } from '../../src/observability/query-stats.js'
+import { QUERY_STATS_LIMITS } from '../../src/observability/query-stats-limits.js'
 import {
   Droplet,
   FILTER_LIMITS,
