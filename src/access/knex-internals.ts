@@ -1,5 +1,9 @@
 import type { Knex } from 'knex'
 
+// The one module that reaches into knex's internals (checked against knex 3.1–3.3, PostgreSQL dialect): the
+// builder's statements and single-valued parts, its compilation, and running a statement on a connection the caller
+// holds. Everything else in the library goes through what this module exports.
+
 /**
  * The parts of a knex query builder (knex 3.1–3.3, PostgreSQL dialect) that scoping reads and rewrites: its
  * statements (where clauses, joins, unions, CTEs) and its single-valued parts (table, insert rows, update data,
@@ -89,5 +93,51 @@ export async function withPinnedConnection<T>(
     })
   } finally {
     await client.releaseConnection(connection)
+  }
+}
+
+/** A query as knex compiles it for PostgreSQL, with its RETURNING list. @internal */
+export type Sql = Knex.Sql & { returning?: unknown }
+
+/** A compiled query as knex runs it: SQL, bindings, and how to turn the response into the result. @internal */
+export interface CompiledQuery extends Sql {
+  output?: (response: { rows: Record<string, unknown>[] }) => unknown
+}
+
+/**
+ * Makes `knexBuilder` compile to what `rewrite` returns: knex calls a builder's own `toSQL` when it runs it, and
+ * `compile` is knex's compilation of the builder as it stands (its prototype's `toSQL`).
+ *
+ * @internal
+ */
+export function replaceCompilation(
+  knexBuilder: Knex.QueryBuilder,
+  rewrite: (compile: () => Sql) => CompiledQuery,
+): void {
+  const prototype = Object.getPrototypeOf(knexBuilder) as { toSQL(this: Knex.QueryBuilder): Sql }
+  const compile = (): Sql => prototype.toSQL.call(knexBuilder)
+  ;(knexBuilder as unknown as { toSQL: () => CompiledQuery }).toSQL = () => rewrite(compile)
+}
+
+/**
+ * Compiles the statement without its RETURNING clause, and with `where` (SQL, no bindings) added to its where
+ * clauses when given; the builder is left as it was.
+ *
+ * @internal
+ */
+export function withoutReturning(internals: KnexInternals, compile: () => Sql, where?: Knex.Raw): Sql {
+  const returning = internals._single.returning
+  const statements = internals._statements
+  internals._single.returning = undefined
+  if (where !== undefined)
+    internals._statements = [
+      ...statements,
+      { grouping: 'where', type: 'whereRaw', value: where, bool: 'and', not: false } as never,
+    ]
+  try {
+    return compile()
+  } finally {
+    internals._single.returning = returning
+    internals._statements = statements
   }
 }

@@ -3,20 +3,21 @@ import type { Knex } from 'knex'
 import type { ScopeContext } from './enforce.js'
 import { rowScope } from './row-scope.js'
 import { modelAccess, type ModelAccess } from './model-access.js'
-import { internalsOf, mergedColumns, unqualified, type KnexInternals } from './knex-internals.js'
+import {
+  internalsOf,
+  mergedColumns,
+  replaceCompilation,
+  unqualified,
+  withoutReturning,
+  type CompiledQuery,
+  type KnexInternals,
+  type Sql,
+} from './knex-internals.js'
 import { insertWithAudit, updateStatementHead, withSnapshotAudit } from './writes.js'
 import { uniqueConflict } from '../errors/driver-errors.js'
 import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { resolvedAuditShape, type AuditShape } from '../audit/recorder.js'
-
-/** A query as knex compiles it for PostgreSQL, with its RETURNING list. */
-type Sql = Knex.Sql & { returning?: unknown }
-
-/** A compiled query as knex runs it: SQL, bindings, and how to turn the response into the result. */
-interface CompiledQuery extends Sql {
-  output?: (response: { rows: Record<string, unknown>[] }) => unknown
-}
 
 /** The part of an objection query builder a scoped write is compiled from. @internal */
 export interface ScopedWriteBuilder {
@@ -39,27 +40,6 @@ function returnedColumns(returning: unknown, from: string, columns?: Iterable<st
       return `${from}.${quoteIdentifier(name.slice(name.lastIndexOf('.') + 1))}`
     })
     .join(', ')
-}
-
-/**
- * Compiles the statement without its RETURNING clause, and with `where` (SQL, no bindings) added to its where
- * clauses when given; the builder is left as it was.
- */
-function withoutReturning(internals: KnexInternals, compile: () => Sql, where?: Knex.Raw): Sql {
-  const returning = internals._single.returning
-  const statements = internals._statements
-  internals._single.returning = undefined
-  if (where !== undefined)
-    internals._statements = [
-      ...statements,
-      { grouping: 'where', type: 'whereRaw', value: where, bool: 'and', not: false } as never,
-    ]
-  try {
-    return compile()
-  } finally {
-    internals._single.returning = returning
-    internals._statements = statements
-  }
 }
 
 /**
@@ -94,16 +74,13 @@ export function compileScopedWrite(builder: ScopedWriteBuilder, knexBuilder: Kne
       [{ field: 'query', message: `${method} is not audited; use patch with a raw value` }],
     )
   }
-  const prototype = Object.getPrototypeOf(knexBuilder) as { toSQL(this: Knex.QueryBuilder): Sql }
-  const compile = (): Sql => prototype.toSQL.call(knexBuilder)
-  const rewrite = (): CompiledQuery => {
+  replaceCompilation(knexBuilder, (compile) => {
     const original = compile()
     if (shape === undefined) return { ...original, output: upsertOutput(internals, access, original) }
     if (method === 'insert') return insertStatement(model, internals, access, scope, shape, original, compile)
     if (method === 'update') return updateStatement(internals, access, scope, shape, original)
     return deleteStatement(internals, access, scope, shape, original, compile)
-  }
-  ;(knexBuilder as unknown as { toSQL: () => CompiledQuery }).toSQL = rewrite
+  })
 }
 
 /** The number of rows an INSERT is given. */
