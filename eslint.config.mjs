@@ -20,7 +20,12 @@ const layerRules = folders.map((folder) => {
         {
           patterns: [
             {
-              group: [...refused.filter((f) => f !== 'face').map((f) => `../${f}/*`), '../*.js'],
+              // From any depth (db/config/ imports with ../../); the face is the top-level files of src/.
+              group: [
+                ...refused.filter((f) => f !== 'face').flatMap((f) => [`../${f}/*`, `../../${f}/*`]),
+                '../*.js',
+                '../../*.js',
+              ],
               allowTypeImports: true,
               message: `src/${folder}/ may import values only from ${layers.allowed[folder].join(', ') || 'nothing of ours'} (docs/architecture.md).`,
             },

@@ -7,13 +7,12 @@ import {
   insertStatement,
   patchColumns,
   shapeOf,
+  tableShape,
   updateStatementHead,
   type WriteTarget,
 } from './writes.js'
 import { requireAccess, rowScope } from './row-scope.js'
-import { auditShape } from '../audit/recorder.js'
 import { namesEncrypted } from '../crypto/columns.js'
-import { toDataError } from '../errors/driver-errors.js'
 import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { checkBulkOptions, chunks, type BulkOptions, type BulkResult } from '../bulk/bulk.js'
@@ -32,11 +31,6 @@ const runnerOf = (target: WriteTarget): BulkRunner => ({
   rlsSql: target.context.rlsSql,
   inTransaction: target.context.inTransaction,
 })
-
-const shapeOrError = (target: WriteTarget): ReturnType<typeof shapeOf> =>
-  shapeOf(target).catch((error: unknown) => {
-    throw toDataError(error)
-  })
 
 /**
  * Inserts many rows, validated and checked like scoped creates (a user's rows are always their own), one
@@ -71,7 +65,7 @@ export async function bulkCreate<M extends BaseModel>(
       i,
     )
   })
-  const shape = await shapeOrError(target)
+  const shape = await shapeOf(target)
   const width = Math.max(1, ...prepared.map((row) => Object.keys(row).length))
   const size = Math.max(1, Math.min(chunkSize, Math.floor(MAX_BINDINGS / width)))
   const created: M[] = []
@@ -107,7 +101,7 @@ export async function bulkUpdateByIds(
   const { columns, values } = patchColumns(target, patch)
   const { sorted, notFound } = planIds(ids)
   const a = target.access
-  const shape = await shapeOrError(target)
+  const shape = await shapeOf(target)
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
   const lockedFrom = `from ${a.tableSql} where ${[`${a.idSql} = any(?::uuid[])`, scope.sql].filter((c) => c !== '').join(' and ')}`
   const missing: string[] = []
@@ -199,7 +193,7 @@ export async function bulkUpdateByFilter(
   const { chunkSize, transaction, onProgress } = checkBulkOptions(options)
   const { columns, values } = patchColumns(target, patch)
   const a = target.access
-  const shape = await shapeOrError(target)
+  const shape = await shapeOf(target)
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
   const where = [scope.sql, filterSql, `${a.idSql} > ?`].filter((c) => c !== '').join(' and ')
   let updated = 0
@@ -250,13 +244,10 @@ export async function bulkUpdateEach(
   const { groups, ids, notFound } = planRowGroups(
     rows,
     // A patch of an encrypted property is encrypted for its own row; others are checked once per distinct patch.
-    (patch, id) =>
-      namesEncrypted(target.model, patch) ? patchColumns(target, patch, 'bulk', id) : patchColumns(target, patch),
+    (patch, id) => patchColumns(target, patch, 'bulk', id),
     (patch) => namesEncrypted(target.model, patch),
   )
-  const shape = await auditShape(target.runner, target.model, target.access).catch((error: unknown) => {
-    throw toDataError(error)
-  })
+  const shape = await tableShape(target)
   const audited = target.model.audited ? shape : undefined
   const batches: { group: RowGroup; rows: RowGroup['rows']; casts: string[] }[] = []
   for (const group of groups) {

@@ -40,10 +40,10 @@ function scopeUpsert(knexBuilder: Knex.QueryBuilder, modelClass: typeof Model, s
   const access = modelAccess(modelClass)
   const single = internalsOf(knexBuilder)._single
   if (single.merge === undefined) return
-  // Merging into an existing row is an update of it.
-  const update = requireAccess(scope, modelClass, 'update')
+  // Merging into an existing row is an update of it: the rows it may merge into are the update's row scope.
+  const rows = rowScope(scope, modelClass, 'update')
   const fixed = new Set(['id', 'created_at'])
-  if (update !== 'all' && access.ownerColumn !== undefined) fixed.add(access.ownerColumn)
+  if (rows.level === 'own') fixed.add(access.ownerColumn!)
   const refuse = (column: string): never => {
     throw new ValidationError(`An upsert of a ${access.name} cannot change its ${column}.`, [
       { field: 'merge', message: `${column} cannot be merged` },
@@ -61,9 +61,7 @@ function scopeUpsert(knexBuilder: Knex.QueryBuilder, modelClass: typeof Model, s
   } else {
     for (const column of mergedColumns(updates)) if (fixed.has(column)) refuse(column)
   }
-  if (update !== 'all' && access.ownerSql !== undefined) {
-    knexBuilder.whereRaw(`${access.ownerSql} = ?`, [scope.actorId ?? null])
-  }
+  if (rows.sql !== '') knexBuilder.whereRaw(rows.sql, rows.bindings as Knex.RawBinding[])
 }
 
 /**

@@ -1,14 +1,15 @@
 import type { Knex } from 'knex'
 
-// The one module that reaches into knex's internals (checked against knex 3.1–3.3, PostgreSQL dialect): the
-// builder's statements and single-valued parts, its compilation, and running a statement on a connection the caller
-// holds. Everything else in the library goes through what this module exports.
+// The one module that reaches into knex's internals on the query path (checked against knex 3.1–3.3, PostgreSQL
+// dialect): the builder's statements and single-valued parts, its compilation, running a statement on a connection
+// the caller holds, and keeping dead connections out of the pool. (The collectors of observability/ read the pool's
+// figures from the side.)
 
 /**
  * The parts of a knex query builder (knex 3.1–3.3, PostgreSQL dialect) that scoping reads and rewrites: its
  * statements (where clauses, joins, unions, CTEs) and its single-valued parts (table, insert rows, update data,
- * increments, RETURNING, the upsert's conflict target and merge). The one description of knex's internals; read by
- * access/enforce.ts (narrowing) and access/query-writes.ts (one audited statement per write).
+ * increments, RETURNING, the upsert's conflict target and merge): read by access/enforce.ts (narrowing) and
+ * access/query-writes.ts (one audited statement per write).
  *
  * @internal
  */
@@ -56,9 +57,10 @@ export function mergedColumns(updates: unknown): string[] {
   return named.map(unqualified)
 }
 
-/** A connection as knex's pool hands it out (a pg client). */
+/** A connection as knex's pool hands it out (a pg client); the pool destroys one whose `__knex__disposed` is set. */
 interface PooledConnection {
   query(sql: string): Promise<unknown>
+  __knex__disposed?: unknown
 }
 
 /** What {@link withPinnedConnection} gives its work: text sent straight on the connection, and knex statements on it. @internal */
@@ -67,6 +69,8 @@ export interface PinnedConnection {
   send(sql: string): Promise<unknown>
   /** Runs a statement through knex (its events, its error handling) on the same connection. */
   raw<R>(sql: string, bindings: readonly unknown[]): Promise<R>
+  /** Makes knex's pool destroy the connection when it is given back (its state is unknown: a rollback failed). */
+  discard(reason: unknown): void
 }
 
 /**
@@ -90,6 +94,9 @@ export async function withPinnedConnection<T>(
       send: (sql) => connection.query(sql),
       raw: async <R>(sql: string, bindings: readonly unknown[]) =>
         (await Object.assign(knex.raw(sql, bindings as Knex.RawBinding[]), { _connection: connection })) as R,
+      discard: (reason) => {
+        connection.__knex__disposed ??= reason ?? 'discarded'
+      },
     })
   } finally {
     await client.releaseConnection(connection)
@@ -140,4 +147,60 @@ export function withoutReturning(internals: KnexInternals, compile: () => Sql, w
     internals._single.returning = returning
     internals._statements = statements
   }
+}
+
+/** A pooled pg client as knex keeps it: knex's pool refuses one whose `__knex__disposed` is set. */
+interface PooledClient {
+  query(...args: unknown[]): unknown
+  __knex__disposed?: unknown
+  _ending?: boolean
+  _queryable?: boolean
+}
+
+/**
+ * Keeps a dead connection out of knex's pool. pg reports a lost connection to the query that was running before
+ * it emits the client's `end`, and knex gives the connection back to the pool in between: without this, the next
+ * caller is handed the dead connection and fails too. Each new connection's `query` marks the connection disposed
+ * (knex's own flag, which its pool checks on every acquire) as soon as a query fails with an error that `isLost`
+ * says ends the connection, before the caller hears of it; and the pool also refuses a connection pg already knows
+ * is ending or not queryable.
+ *
+ * @internal
+ */
+export function discardDeadConnections(knex: Knex, isLost: (error: unknown) => boolean): void {
+  const client = knex.client as unknown as {
+    acquireRawConnection(): Promise<PooledClient>
+    validateConnection(connection: PooledClient): boolean | Promise<boolean>
+  }
+  const acquire = client.acquireRawConnection.bind(client)
+  client.acquireRawConnection = async () => {
+    const connection = await acquire()
+    const query = connection.query.bind(connection)
+    const mark = (error: unknown): void => {
+      if (error && isLost(error) && connection.__knex__disposed === undefined) connection.__knex__disposed = error
+    }
+    connection.query = (...args: unknown[]): unknown => {
+      const last = args.length - 1
+      const callback = args[last]
+      if (typeof callback === 'function') {
+        args[last] = (error: unknown, ...rest: unknown[]): unknown => {
+          mark(error)
+          return (callback as (...a: unknown[]) => unknown)(error, ...rest)
+        }
+        return query(...args)
+      }
+      const result = query(...args)
+      if (result instanceof Promise) {
+        return result.catch((error: unknown) => {
+          mark(error)
+          throw error
+        })
+      }
+      return result
+    }
+    return connection
+  }
+  const validate = client.validateConnection.bind(client)
+  client.validateConnection = (connection) =>
+    connection._ending !== true && connection._queryable !== false && validate(connection)
 }

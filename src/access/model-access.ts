@@ -130,8 +130,6 @@ function build(model: AccessModelClass): ModelAccess {
   })
 }
 
-export type { SortKey, CompiledSort } from '../pagination/source.js'
-
 /**
  * Checks a sort list (`['-createdAt', 'name']`) against the model's whitelist and compiles it, ending in the
  * primary key so the order is total.

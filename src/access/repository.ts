@@ -4,11 +4,9 @@ import { displayKey } from '../internal/text.js'
 import { isUuid } from '../internal/uuid.js'
 import type { Knex } from 'knex'
 import type { PartialModelObject } from 'objection'
-import { toDataError } from '../errors/driver-errors.js'
 import { NotFoundError, ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SCOPE_KEY } from '../models/scope-port.js'
-import type { AuditShape } from '../audit/recorder.js'
 import type { BulkOptions, BulkResult } from '../bulk/bulk.js'
 import type { CursorCodec } from '../pagination/cursor-codec.js'
 import { keysetPage } from '../pagination/keyset-page.js'
@@ -20,7 +18,7 @@ import { bulkCreate, bulkUpdateByFilter, bulkUpdateByIds, bulkUpdateEach, bulkUp
 import type { ScopeContext } from './enforce.js'
 import type { Filter, FilterWalk } from './filter-compiler.js'
 import { compileSort, modelAccess, type ModelAccess } from './model-access.js'
-import { StatementRunner } from './read-runner.js'
+import { StatementRunner } from './statement-runner.js'
 import { requireAccess, rowScope, whereClause, type RowScope } from './row-scope.js'
 import {
   deleteStatement,
@@ -152,8 +150,13 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     this.#statements = new StatementRunner(context, runner, model.tableName)
   }
 
-  async #rows(sql: string, bindings: readonly unknown[], runner = this.#runner): Promise<M[]> {
-    const result = await this.#statements.run<Record<string, unknown>>(sql, bindings, runner)
+  /** Runs a write (on the primary), or with `reader` a read there, and makes models of the rows. */
+  async #rows(sql: string, bindings: readonly unknown[], reader?: Knex | Knex.Transaction): Promise<M[]> {
+    const statements = this.#statements
+    const result =
+      reader === undefined
+        ? await statements.run<Record<string, unknown>>(sql, bindings)
+        : await statements.read<Record<string, unknown>>(sql, bindings, reader)
     const model = this.#model
     return result.rows.map((row) => model.fromDatabaseJson(row) as M)
   }
@@ -170,7 +173,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const statements = this.#statements
     const reader = statements.reader()
     const load = async (): Promise<{ value: Record<string, unknown> | null; cacheable: boolean }> => {
-      const result = await statements.run<Record<string, unknown>>(sql, [...scope.bindings, id], reader)
+      const result = await statements.read<Record<string, unknown>>(sql, [...scope.bindings, id], reader)
       return { value: result.rows[0] ?? null, cacheable: statements.isPrimary(reader) }
     }
     const cached = statements.cached()
@@ -203,7 +206,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
       if (typeof page === 'object' && page !== null && 'number' in page) {
         return offsetPage(source, page, {
           estimateAllowed: scope.level === 'all',
-          count: () => this.#count(scope, walked, source.reader),
+          count: () => this.#count(scope, walked, source.reader()),
         })
       }
       const context = this.#context
@@ -227,11 +230,13 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     scope: RowScope,
     walked: FilterWalk,
     sort: CompiledSort,
-  ): PageSource<M> & { reader: Knex | Knex.Transaction } {
+  ): PageSource<M> & { reader: () => Knex | Knex.Transaction } {
     const a = this.#access
     const model = this.#model
     const statements = this.#statements
-    const reader = statements.reader()
+    // Where the page's reads go: chosen at its first statement (after the request is checked), then kept.
+    let chosen: Knex | Knex.Transaction | undefined
+    const reader = (): Knex | Knex.Transaction => (chosen ??= statements.reader())
     return {
       statements: a,
       shape: `${scope.level}|${walked.shape}`,
@@ -240,7 +245,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
       bindings: [...scope.bindings, ...walked.bindings],
       sort,
       reader,
-      run: (sql, bindings) => statements.run(sql, bindings, reader),
+      run: (sql, bindings) => statements.read(sql, bindings, reader()),
       item: (row) => model.fromDatabaseJson(row) as M,
     }
   }
@@ -258,7 +263,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     })
     const statements = this.#statements
     const load = async (): Promise<{ value: number; cacheable: boolean }> => {
-      const result = await statements.run<{ count: string }>(sql, [...scope.bindings, ...walked.bindings], reader)
+      const result = await statements.read<{ count: string }>(sql, [...scope.bindings, ...walked.bindings], reader)
       return { value: Number(result.rows[0]?.count ?? 0), cacheable: statements.isPrimary(reader) }
     }
     const cached = statements.cached()
@@ -278,7 +283,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
         : data
     const target = this.#target()
     const json = insertColumns(target, row)
-    const statement = insertStatement(target, await this.#shape(target), [json])
+    const statement = insertStatement(target, await shapeOf(target), [json])
     const rows = await this.#wrote(this.#rows(statement.sql, statement.bindings))
     return rows[0]!
   }
@@ -292,7 +297,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const target = this.#target()
     const { columns, values } = patchColumns(target, patch, 'single', id.toLowerCase())
     const a = this.#access
-    const head = updateStatementHead(target, await this.#shape(target), {
+    const head = updateStatementHead(target, await shapeOf(target), {
       columns,
       set: columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', '),
       setBindings: values,
@@ -309,18 +314,9 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     const scope = rowScope(this.#context, this.#model, 'delete')
     if (!isUuid(id)) throw new NotFoundError(this.#access.name)
     const target = this.#target()
-    const statement = deleteStatement(target, await this.#shape(target), id, scope)
+    const statement = deleteStatement(target, await shapeOf(target), id, scope)
     const result = await this.#wrote(this.#statements.run<{ count: number }>(statement.sql, statement.bindings))
     if ((result.rows[0]?.count ?? 0) === 0) throw new NotFoundError(this.#access.name, id)
-  }
-
-  /** The model's audit shape (read from the catalog once), or undefined when the model is not audited. */
-  async #shape(target: WriteTarget): Promise<AuditShape | undefined> {
-    try {
-      return await shapeOf(target)
-    } catch (error) {
-      throw toDataError(error)
-    }
   }
 
   bulkUpdate(ids: readonly string[], patch: PartialModelObject<M>, options?: BulkOptions): Promise<BulkResult>
@@ -339,6 +335,8 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     patch: PartialModelObject<M>,
     options?: BulkOptions,
   ): Promise<BulkResult | { updated: number } | { updated: number; notFound: number }> {
+    // Access first, whatever the selector: a scope without update access learns nothing from checking its input.
+    requireAccess(this.#context, this.#model, 'update')
     if (Array.isArray(selector)) return this.#wrote(bulkUpdateByIds(this.#target(), selector, patch, options))
     if (typeof selector === 'object' && selector !== null && Symbol.asyncIterator in selector) {
       return this.#wrote(bulkUpdateStream(this.#target(), selector, patch, options))

@@ -21,6 +21,8 @@ export const SCOPED_DATABASE_ROLE = 'wincloud_scoped'
 const ACTOR_SETTING = 'app.actor_id'
 const ROLE_SETTING = 'app.role'
 
+// Stricter than isUuid (lower case only): the actor id is written into SQL text, so it must be exactly what the scope
+// made of it.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const ROLE = /^[a-z][a-z0-9_-]{0,31}$/
 

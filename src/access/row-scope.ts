@@ -1,16 +1,16 @@
 import type { Model } from 'objection'
 import { quoteIdentifier } from '../internal/identifiers.js'
-import type { AccessAction } from '../models/policy.js'
 import { ForbiddenError } from '../errors/index.js'
-import { accessLevel, type AccessLevel } from '../models/policy.js'
+import { accessLevel, type AccessAction, type AccessLevel } from '../models/policy.js'
 import type { ScopeContext } from './enforce.js'
 import { modelAccess } from './model-access.js'
 
 /**
  * The rows one scope may reach with one action on one model, compiled once: the one place the scope's row
  * condition is written. Every path ANDs it with its own conditions, outside anything the caller wrote: repository
- * reads and counts, both page kinds, `query()`, single and bulk writes. Its `key` goes into the keys of cached
- * statements, so a statement compiled for one kind of scope is never run for another.
+ * reads and counts, both page kinds, `query()`, single and bulk writes, upserts. Its `level` goes into the keys of
+ * cached statements, so a statement compiled for one kind of scope is never run for another (a statement with a
+ * table alias, from `query()`, is never cached).
  *
  * @internal
  */

@@ -9,13 +9,14 @@ import { ForbiddenError, ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from '../models/policy.js'
 import { AuditLog } from '../models/audit-log.js'
-import { auditStamp } from '../audit/recorder.js'
+import { AUDIT_TABLE, auditStamp } from '../audit/recorder.js'
 import { recordAuditEvent, type AuditEvent, type ScopeAudit } from '../audit/audit.js'
 import type { CursorCodec } from '../pagination/cursor-codec.js'
 import type { ScopeContext } from './enforce.js'
 import { SCOPE_ENFORCEMENT } from './enforcement.js'
 import { Repository, type ScopedRepository } from './repository.js'
 import { scopedTransactionSql } from './row-level-security.js'
+import { StatementRunner } from './statement-runner.js'
 
 /**
  * Request metadata that travels with a scope into its audit rows.
@@ -146,19 +147,10 @@ export class Scope {
       ...(cache === undefined ? {} : { cache: { cache, actor: `${this.role}:${actorKey}` } }),
     })
     const context = this.#context
-    const run = async (sql: string, bindings: readonly unknown[]): Promise<{ rows: Record<string, unknown>[] }> => {
-      try {
-        if (trx !== undefined) return await trx.raw(sql, bindings as Knex.RawBinding[])
-        const rlsSql = context.rlsSql
-        if (rlsSql === undefined) return await env.knex.raw(sql, bindings as Knex.RawBinding[])
-        return await env.knex.transaction(async (t) => {
-          await t.raw(rlsSql)
-          return t.raw<{ rows: Record<string, unknown>[] }>(sql, bindings as Knex.RawBinding[])
-        })
-      } catch (error) {
-        throw toDataError(error)
-      }
-    }
+    // Custom audit events run where the scope's statements run (its transaction, or one of their own with RLS).
+    const statements = new StatementRunner(context, trx ?? env.knex, AUDIT_TABLE)
+    const run = (sql: string, bindings: readonly unknown[]): Promise<{ rows: Record<string, unknown>[] }> =>
+      statements.run(sql, bindings)
     const BoundAuditLog = env.bind(AuditLog)
     this.audit = Object.freeze({
       record: (action: string, event?: AuditEvent) =>

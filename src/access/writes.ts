@@ -3,6 +3,7 @@ import type { Knex } from 'knex'
 import type { QueryContext } from 'objection'
 import { aliasColumns, auditInsertSql, auditShape, diffSql, snapshotSql, type AuditShape } from '../audit/recorder.js'
 import { setRowIdHint } from '../crypto/columns.js'
+import { toDataError } from '../errors/driver-errors.js'
 import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import type { ScopeContext } from './enforce.js'
@@ -88,17 +89,31 @@ export function insertColumns(target: WriteTarget, row: unknown, index?: number)
   return model.$toDatabaseJson()
 }
 
+/**
+ * The shape of the target's table (its column types, what an audit row needs), read from the catalog once per
+ * model; a driver error as a DataError.
+ *
+ * @internal
+ */
+export async function tableShape(target: WriteTarget): Promise<AuditShape> {
+  try {
+    return await auditShape(target.runner, target.model, target.access)
+  } catch (error) {
+    throw toDataError(error)
+  }
+}
+
 /** The audit shape of the target's model, or undefined when the model is not audited. @internal */
 export async function shapeOf(target: WriteTarget): Promise<AuditShape | undefined> {
-  return target.model.audited ? auditShape(target.runner, target.model, target.access) : undefined
+  return target.model.audited ? tableShape(target) : undefined
 }
 
 /**
  * `with locked as (…), changed as (update …)[, audit as (insert …)] ` — the head of every audited update: the rows
  * are locked in id order (so concurrent bulk calls cannot deadlock) with the lock the UPDATE takes anyway, their
  * old values kept for the audit diff; then updated; then one audit row per changed row, all in one statement.
- * `lockedWhere` selects and orders the rows (with its bindings); `input` names a CTE of per-row values
- * (`bulkUpdateEach`) or is undefined; `returning` is what `changed` returns besides the patched columns.
+ * `lockedFrom` selects the rows (with its bindings); `input` names a CTE of per-row values (`bulkUpdateEach`) or is
+ * undefined; `returnAll` makes `changed` return whole rows instead of the id and the patched columns.
  *
  * @internal
  */

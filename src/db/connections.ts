@@ -5,6 +5,8 @@ import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
 import type { ResolvedConfig } from './config.js'
 import { ReplicaSet } from './replicas.js'
+import { discardDeadConnections } from '../access/knex-internals.js'
+import { isConnectionLost } from '../errors/driver-errors.js'
 import { typeParsers } from './type-parsers.js'
 
 /**
@@ -48,6 +50,17 @@ export function knexConfig(
 }
 
 /**
+ * A knex over `settings` whose pool never hands out a connection that died (see `discardDeadConnections`).
+ *
+ * @internal
+ */
+export function openKnex(settings: Knex.Config): Knex {
+  const knex = createKnex(settings)
+  discardDeadConnections(knex, isConnectionLost)
+  return knex
+}
+
+/**
  * The health check's own connection: the pool's settings, its own application_name.
  *
  * @internal
@@ -83,7 +96,7 @@ export function connectReplicas(
       // the read is retried on the primary and the replica rests until the monitor's next check.
       const replicaPool = { ...config.pool, acquireTimeoutMs: Math.min(config.pool.acquireTimeoutMs, 1_000) }
       const settings = knexConfig({ ...config, pool: replicaPool }, replica)
-      const replicaKnex = createKnex({ ...settings, migrations: undefined })
+      const replicaKnex = openKnex({ ...settings, migrations: undefined })
       if (config.keyring !== undefined) registerKeyring(replicaKnex, config.keyring)
       return {
         knex: replicaKnex,

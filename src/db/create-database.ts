@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { knex as createKnex, type Knex } from 'knex'
+import type { Knex } from 'knex'
 import type { Model } from 'objection'
 import {
   createScope,
@@ -28,7 +28,7 @@ import type { HealthOptions, HealthReport } from '../observability/health.js'
 import { renderMetrics } from '../observability/prometheus.js'
 import type { DatabaseStats } from '../observability/query-stats.js'
 import { closeDatabase, type ClosableParts } from './close.js'
-import { connectReplicas, healthCheckConnection, knexConfig } from './connections.js'
+import { connectReplicas, healthCheckConnection, knexConfig, openKnex } from './connections.js'
 import { createMigrator, type Migrator } from './migrator.js'
 import { startMonitoring } from './monitoring.js'
 import { createSeeder, type Seeder } from './seeder.js'
@@ -228,7 +228,7 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
   }
   const connectionInfo = describeConnection(connection)
   const knexSettings = knexConfig(resolved, connection)
-  const knex = createKnex(knexSettings)
+  const knex = openKnex(knexSettings)
   try {
     await knex.raw('select 1')
   } catch (error) {

@@ -51,6 +51,31 @@ const CONNECTION_LOST = [
   'Client was closed and is not queryable',
 ]
 
+/**
+ * Whether an error means the connection it happened on is gone: the server ended the session (admin shutdown,
+ * crash, a connection-class SQLSTATE), the network failed, or pg says the connection terminated. Such a connection
+ * must never serve another query.
+ *
+ * @internal
+ */
+export function isConnectionLost(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false
+  const outer = error as PgErrorFields
+  const native = (
+    typeof outer.nativeError === 'object' && outer.nativeError !== null ? outer.nativeError : outer
+  ) as PgErrorFields
+  const code = typeof native.code === 'string' ? native.code : undefined
+  if (code !== undefined && (CONNECTION_CODES.has(code) || /^08(?!P01)/.test(code) || NETWORK_CODES.has(code))) {
+    return true
+  }
+  const message = typeof outer.message === 'string' ? outer.message : ''
+  // knex puts the SQL in front of driver messages: "select … - Connection terminated unexpectedly".
+  return CONNECTION_LOST.some((lost) => message === lost || message.endsWith(` - ${lost}`))
+}
+
+/** SQLSTATEs that end the session: admin_shutdown, crash_shutdown, cannot_connect_now, idle_session_timeout. */
+const CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '57P05'])
+
 /** Columns named in a key detail: `Key (user_id)=(…) is not present…` → `['user_id']`. The values are dropped. */
 function keyColumns(detail: unknown): string[] {
   if (typeof detail !== 'string') return []
@@ -194,7 +219,6 @@ export function toDataError(error: unknown): unknown {
   }
   if (
     (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_CODES.has(code))) ||
-    // knex puts the SQL in front of driver messages: "select … - Connection terminated unexpectedly".
     CONNECTION_LOST.some((lost) => message === lost || message.endsWith(` - ${lost}`))
   ) {
     return new UnavailableError('The database connection was lost or refused.', options)

@@ -24,7 +24,8 @@ function folderOf(file: string): string {
   return parts.length > 1 ? parts[0]! : 'face'
 }
 
-const IMPORT = /^import\s+(type\s+)?([^'"]*?)\s*from\s+'(\.[^']+)'/gm
+/** `import … from './x.js'` and `export … from './x.js'` (a re-export binds the module at run time too). */
+const IMPORT = /^(?:import|export)\s+(type\s+)?([^'"]*?)\s*from\s+'(\.[^']+)'/gm
 
 /** folder → the folders it imports values from, with one example import each. */
 function folderGraph(): Map<string, Map<string, string>> {

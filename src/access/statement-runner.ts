@@ -1,5 +1,5 @@
 import type { Knex } from 'knex'
-import { toDataError } from '../errors/driver-errors.js'
+import { isConnectionLost, toDataError } from '../errors/driver-errors.js'
 import { UnavailableError } from '../errors/index.js'
 import { AUDIT_TABLE } from '../audit/recorder.js'
 import type { ScopeContext } from './enforce.js'
@@ -65,6 +65,24 @@ export class StatementRunner {
   }
 
   /**
+   * Runs one read (never a write) as {@link run} does; outside a transaction, a read that fails because its
+   * connection was lost is retried once. That is what happens when the pool hands out a connection whose end it has
+   * not heard of yet (a backend killed while idle, a server restart): the read got no result, the pool has now
+   * discarded the connection, and the retry runs on a fresh one. Inside a transaction nothing is retried: the
+   * transaction is gone with its connection.
+   */
+  async read<R>(sql: string, bindings: readonly unknown[], runner = this.#primary): Promise<{ rows: R[] }> {
+    try {
+      return await this.run<R>(sql, bindings, runner)
+    } catch (error) {
+      if (this.#context.inTransaction || !(error instanceof UnavailableError) || !isConnectionLost(error.cause)) {
+        throw error
+      }
+      return this.run<R>(sql, bindings, runner)
+    }
+  }
+
+  /**
    * With row-level security outside a transaction, the statement runs in a transaction of its own that opens with one
    * message (BEGIN, the scoped role and the actor settings), then the statement, then COMMIT.
    */
@@ -83,7 +101,8 @@ export class StatementRunner {
           await connection.send('commit')
           return result
         } catch (error) {
-          await connection.send('rollback').catch(() => undefined)
+          // A connection whose rollback failed may still be in the scoped transaction: it never serves again.
+          await connection.send('rollback').catch((failed: unknown) => connection.discard(failed))
           throw error
         }
       })
