@@ -11,7 +11,7 @@ import {
   updateStatementHead,
   type WriteTarget,
 } from './writes.js'
-import { requireAccess, rowScope } from './row-scope.js'
+import { requireAccess, rowScope, whereClause } from './row-scope.js'
 import { namesEncrypted } from '../crypto/columns.js'
 import { ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
@@ -103,7 +103,7 @@ export async function bulkUpdateByIds(
   const a = target.access
   const shape = await shapeOf(target)
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
-  const lockedFrom = `from ${a.tableSql} where ${[`${a.idSql} = any(?::uuid[])`, scope.sql].filter((c) => c !== '').join(' and ')}`
+  const lockedFrom = `from ${a.tableSql}${whereClause(`${a.idSql} = any(?::uuid[])`, scope.sql)}`
   const missing: string[] = []
   const update = async (trx: Knex.Transaction, batch: string[]): Promise<number> => {
     const head = updateStatementHead(target, shape, {
@@ -195,7 +195,7 @@ export async function bulkUpdateByFilter(
   const a = target.access
   const shape = await shapeOf(target)
   const set = columns.map((column) => `${quoteIdentifier(column)} = ?`).join(', ')
-  const where = [scope.sql, filterSql, `${a.idSql} > ?`].filter((c) => c !== '').join(' and ')
+  const where = whereClause(scope.sql, filterSql, `${a.idSql} > ?`)
   let updated = 0
   let last = '00000000-0000-0000-0000-000000000000'
   let finished = false
@@ -207,7 +207,7 @@ export async function bulkUpdateByFilter(
       columns,
       set,
       setBindings: values,
-      lockedFrom: `from ${a.tableSql} where ${where}`,
+      lockedFrom: `from ${a.tableSql}${where}`,
       lockedBindings: [...scope.bindings, ...walked.bindings, last, chunkSize],
       limited: true,
     })
@@ -274,7 +274,7 @@ export async function bulkUpdateEach(
       },
       set: columns.map((column, c) => `${quoteIdentifier(column)} = input.${names[c]}`).join(', '),
       setBindings: [],
-      lockedFrom: `from ${a.tableSql} join input on ${a.idSql} = input.id${scope.sql === '' ? '' : ` where ${scope.sql}`}`,
+      lockedFrom: `from ${a.tableSql} join input on ${a.idSql} = input.id${whereClause(scope.sql)}`,
       lockedBindings: scope.bindings,
     })
     const result = await trx.raw<{ rows: { missing: string[] }[] }>(

@@ -238,8 +238,6 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     let chosen: Knex | Knex.Transaction | undefined
     const reader = (): Knex | Knex.Transaction => (chosen ??= statements.reader())
     return {
-      statements: a,
-      shape: `${scope.level}|${walked.shape}`,
       table: a.tableSql,
       where: whereClause(scope.sql, a.filters.sql(walked.shape)),
       bindings: [...scope.bindings, ...walked.bindings],

@@ -1,5 +1,4 @@
 import { InvalidCursorError } from '../errors/index.js'
-import { cachedStatement } from '../internal/statement-cache.js'
 import type { CursorBinding, CursorCodec } from './cursor-codec.js'
 import { keyColumn, keysetCondition, keysetOrder, keySelect } from './keyset.js'
 import type { KeysetPage } from './page.js'
@@ -21,7 +20,7 @@ export async function keysetPage<Item>(
   binding: CursorBinding,
 ): Promise<KeysetPage<Item>> {
   const { size, after, before } = checkKeysetRequest(request)
-  const { statements, shape, table, where, bindings, sort } = source
+  const { table, where, bindings, sort } = source
   const backward = before !== undefined
   const cursor = before ?? after
   let values: (string | null)[] | undefined
@@ -33,15 +32,11 @@ export async function keysetPage<Item>(
     values = decoded
   }
   const condition = values === undefined ? undefined : keysetCondition(sort.keys, values, backward)
-  const nulls = values === undefined ? 'first' : values.map((v) => (v === null ? 'n' : 'v')).join('')
-  const sql = cachedStatement(statements, `keyset|${shape}|${sort.key}|${backward}|${nulls}`, () => {
-    const conditions =
-      condition === undefined ? where : where === '' ? ` where ${condition.sql}` : `${where} and ${condition.sql}`
-    return (
-      `select ${table}.*, ${keySelect(sort.keys)} from ${table}${conditions} ` +
-      `order by ${keysetOrder(sort.keys, backward)} limit ?`
-    )
-  })
+  const conditions =
+    condition === undefined ? where : where === '' ? ` where ${condition.sql}` : `${where} and ${condition.sql}`
+  const sql =
+    `select ${table}.*, ${keySelect(sort.keys)} from ${table}${conditions} ` +
+    `order by ${keysetOrder(sort.keys, backward)} limit ?`
   const result = await source.run<Record<string, unknown>>(sql, [...bindings, ...(condition?.bindings ?? []), size + 1])
   const more = result.rows.length > size
   const rows = result.rows.slice(0, size)

@@ -1,4 +1,3 @@
-import { cachedStatement } from '../internal/statement-cache.js'
 import { chooseOffsetTotal } from './offset-total.js'
 import type { OffsetPage } from './page.js'
 import { checkOffsetRequest } from './requests.js'
@@ -19,13 +18,9 @@ export async function offsetPage<Item>(
   options: { readonly estimateAllowed: boolean; readonly count: () => Promise<number> },
 ): Promise<OffsetPage<Item>> {
   const { number, size, exactTotal } = checkOffsetRequest(request)
-  const { statements, shape, table, where, bindings, sort } = source
+  const { table, where, bindings, sort } = source
   const offset = (number - 1) * size
-  const sql = cachedStatement(
-    statements,
-    `offset|${shape}|${sort.key}`,
-    () => `select ${table}.* from ${table}${where} order by ${sort.sql} limit ? offset ?`,
-  )
+  const sql = `select ${table}.* from ${table}${where} order by ${sort.sql} limit ? offset ?`
   const rows = await source.run<Record<string, unknown>>(sql, [...bindings, size + 1, offset])
   const hasNextPage = rows.rows.length > size
   const items = rows.rows.slice(0, size).map((row) => source.item(row))
@@ -35,20 +30,12 @@ export async function offsetPage<Item>(
     {
       count: options.count,
       countUpTo: async (limit) => {
-        const countSql = cachedStatement(
-          statements,
-          `countUpTo|${shape}`,
-          () => `select count(*)::int8 as count from (select 1 from ${table}${where} limit ?) as counted`,
-        )
+        const countSql = `select count(*)::int8 as count from (select 1 from ${table}${where} limit ?) as counted`
         const result = await source.run<{ count: string }>(countSql, [...bindings, limit])
         return Number(result.rows[0]?.count ?? 0)
       },
       estimate: async () => {
-        const estimateSql = cachedStatement(
-          statements,
-          `estimate|${shape}`,
-          () => `explain (format json) select 1 from ${table}${where}`,
-        )
+        const estimateSql = `explain (format json) select 1 from ${table}${where}`
         const plan = await source.run<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(estimateSql, bindings)
         return plan.rows[0]?.['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0
       },

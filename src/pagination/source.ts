@@ -20,10 +20,6 @@ export interface CompiledSort {
  * @internal
  */
 export interface PageSource<Item> {
-  /** The owner of the cached statements (the model's access metadata). */
-  readonly statements: object
-  /** The read's shape for statement keys: the row scope's level and the filter's shape. */
-  readonly shape: string
   /** The quoted table. */
   readonly table: string
   /** ` where …` or `''`. */

@@ -8,28 +8,13 @@ import { describe, expect, it } from 'vitest'
 import { CHUNK, checkBulkOptions, chunks } from '../../src/bulk/bulk.js'
 import { planIds, planRowGroups, type CheckedPatch } from '../../src/bulk/plan.js'
 import { ValidationError } from '../../src/errors/index.js'
+import { expectInvalid } from '../helpers/errors.js'
 import { runs } from '../helpers/property.js'
 
 const A = '01a21233-1405-73d4-acaf-6da954af9e1d'
 const B = '01a21233-143b-7362-b208-a7fc8387e8f8'
 const C = '01a21233-2000-7000-8000-000000000001'
 const D = '01a21233-2000-7000-8000-000000000002'
-
-/** The ValidationError `fn` throws, with one detail naming `field` (fails the test otherwise). */
-function expectInvalid(fn: () => unknown, field: string, message: string, detail: string): void {
-  let error: unknown
-  try {
-    fn()
-  } catch (caught) {
-    error = caught
-  }
-  expect(error).toBeInstanceOf(ValidationError)
-  const e = error as ValidationError
-  expect(e.code).toBe('VALIDATION_FAILED')
-  expect(e.httpStatus).toBe(400)
-  expect(e.message).toBe(message)
-  expect(e.details.map((d) => ({ field: d.field, message: d.message }))).toEqual([{ field, message: detail }])
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // planIds

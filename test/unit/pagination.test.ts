@@ -19,6 +19,7 @@ import {
 } from '../../src/pagination/offset-total.js'
 import { checkKeysetRequest, checkOffsetRequest, checkSize } from '../../src/pagination/requests.js'
 import type { CompiledSort, PageSource, SortKey } from '../../src/pagination/source.js'
+import { caught, expectInvalid } from '../helpers/errors.js'
 import { runs } from '../helpers/property.js'
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -34,15 +35,6 @@ const CREATED_DESC = key('"t"."created_at"', true)
 const LABEL = key('"t"."label"', false, true)
 
 /** The error `fn` throws (fails the test when it returns). */
-function caught(fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (error) {
-    return error
-  }
-  throw new Error('nothing was thrown')
-}
-
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
     await promise
@@ -50,17 +42,6 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
     return error
   }
   throw new Error('the promise was fulfilled')
-}
-
-/** Expects a ValidationError with exactly one detail naming `field`. */
-function expectInvalid(fn: () => unknown, field: string, message: string, detail: string): void {
-  const error = caught(fn)
-  expect(error).toBeInstanceOf(ValidationError)
-  const e = error as ValidationError
-  expect(e.code).toBe('VALIDATION_FAILED')
-  expect(e.httpStatus).toBe(400)
-  expect(e.message).toBe(message)
-  expect(e.details.map((d) => ({ field: d.field, message: d.message }))).toEqual([{ field, message: detail }])
 }
 
 function expectInvalidCursor(fn: () => unknown): InvalidCursorError {
@@ -699,8 +680,6 @@ function fakeSource(rows: readonly Row[], scope: { where: string; bindings: read
     return found.slice(0, limit).map((row) => ({ ...row, [keyColumn(0)]: row.name, [keyColumn(1)]: row.id }))
   }
   return {
-    statements: {},
-    shape: scope.where === '' ? 'all|' : 'own|',
     table: '"t"',
     where: scope.where,
     bindings: scope.bindings,
