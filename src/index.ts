@@ -16,7 +16,9 @@ export type {
   EmbeddedConfig,
   Logger,
   ObservabilityConfig,
+  TargetSessionAttrs,
 } from './db/config.js'
+export type { PrimaryStatus } from './db/primary.js'
 
 export { BaseModel, BaseQueryBuilder, User, Droplet, AuditLog, DROPLET_STATUSES } from './models/index.js'
 export type { DropletStatus } from './models/index.js'

@@ -5,7 +5,7 @@ import type { Model } from 'objection'
 import type { ReadConsistency, ReplicaSet } from '../db/replicas.js'
 import type { ReadCache } from '../db/cache.js'
 import { toDataError } from '../errors/driver-errors.js'
-import { ForbiddenError, ValidationError } from '../errors/index.js'
+import { ForbiddenError, InvalidCursorError, ValidationError } from '../errors/index.js'
 import type { BaseModel } from '../models/base-model.js'
 import { SYSTEM_ROLE, type Actor, type RolePermissions } from '../models/policy.js'
 import { AuditLog } from '../models/audit-log.js'
@@ -17,6 +17,7 @@ import { SCOPE_ENFORCEMENT } from './enforcement.js'
 import { Repository, type ScopedRepository } from './repository.js'
 import { scopedTransactionSql } from './row-level-security.js'
 import { StatementRunner } from './statement-runner.js'
+import { decodeConsistencyToken, encodeConsistencyToken, primaryPosition } from './consistency-token.js'
 
 /**
  * Request metadata that travels with a scope into its audit rows.
@@ -54,10 +55,17 @@ export interface ScopeEnvironment {
  * @example
  * ```ts
  * const reporting = db.scope(admin, { requestId }, { consistency: 'replica' })
+ * const afterWrite = db.scope(user, { requestId }, { after: req.get('x-consistency-token') })
  * ```
  */
 export interface ScopeOptions {
   readonly consistency?: ReadConsistency
+  /**
+   * A consistency token from `scope.consistencyToken()` (this actor's, made by any instance sharing the signing
+   * secrets): the scope's reads see everything committed before it was made, from a replica that has replayed that
+   * far or from the primary. A forged, altered or other actor's token is an `InvalidCursorError`.
+   */
+  readonly after?: string
 }
 
 export type { ListOptions, ScopedRepository } from './repository.js'
@@ -122,6 +130,7 @@ export class Scope {
     const cache = env.cache
     const consistency = options.consistency ?? (actor === undefined ? 'primary' : 'session')
     const actorKey = actor?.id ?? SYSTEM_ROLE
+    const after = options.after === undefined ? undefined : decodeConsistencyToken(env.cursors, actorKey, options.after)
     this.#context = Object.freeze({
       role: this.role,
       actorId: actor?.id,
@@ -133,7 +142,7 @@ export class Scope {
       ...(replicas === undefined
         ? {}
         : {
-            reader: () => replicas.readerFor(actorKey, consistency),
+            reader: () => replicas.readerFor(actorKey, consistency, after),
             readerFailed: (reader: Knex, error: unknown) => replicas.markDown(reader, error),
           }),
       ...(replicas === undefined && cache === undefined
@@ -173,6 +182,34 @@ export class Scope {
       this.#repos.set(modelClass, repo)
     }
     return repo as unknown as ScopedRepository<InstanceType<C>>
+  }
+
+  /**
+   * A signed, opaque token of everything committed so far (the primary's WAL position), for the next request of the
+   * same actor, on any instance: pass it as `db.scope(actor, meta, { after: token })` and that scope reads what this
+   * one wrote, from a replica that has replayed it or from the primary. Take it after the write has committed (not
+   * inside `scope.transaction()`); hand it to the client in a header or a cookie. Costs one round trip. Instances must
+   * share the signing secrets (`pagination.cursorSecrets` or `encryption`).
+   *
+   * @example
+   * ```ts
+   * await scope.repo(Droplet).create({ name: 'web-1', region: 'nyc3', size: 's-1vcpu-2gb' })
+   * res.set('x-consistency-token', await scope.consistencyToken())
+   * ```
+   */
+  async consistencyToken(): Promise<string> {
+    if (this.#trx !== undefined) {
+      throw new ValidationError('consistencyToken() is taken after the transaction has committed.', [
+        { field: 'consistencyToken', message: 'not inside a transaction' },
+      ])
+    }
+    let position: string
+    try {
+      position = await primaryPosition(this.#env.knex)
+    } catch (error) {
+      throw toDataError(error)
+    }
+    return encodeConsistencyToken(this.#env.cursors, this.actor?.id ?? SYSTEM_ROLE, position)
   }
 
   /**
@@ -264,7 +301,7 @@ function checkOptions(options: unknown): ScopeOptions {
     throw new ValidationError('Scope options must be an object.', [{ field: 'options', message: 'must be an object' }])
   }
   for (const key of Object.keys(options)) {
-    if (key !== 'consistency') {
+    if (key !== 'consistency' && key !== 'after') {
       throw new ValidationError(`${key} is not a scope option.`, [{ field: key, message: 'is not a scope option' }])
     }
   }
@@ -279,7 +316,14 @@ function checkOptions(options: unknown): ScopeOptions {
       { field: 'consistency', message: "must be 'session', 'primary' or 'replica'" },
     ])
   }
-  return Object.freeze(consistency === undefined ? {} : { consistency })
+  const { after } = options as { after?: unknown }
+  if (after !== undefined && (typeof after !== 'string' || after.length === 0 || after.length > 4_096)) {
+    throw new InvalidCursorError('Invalid consistency token.')
+  }
+  return Object.freeze({
+    ...(consistency === undefined ? {} : { consistency }),
+    ...(after === undefined ? {} : { after }),
+  })
 }
 
 function checkMeta(meta: unknown): RequestMeta {

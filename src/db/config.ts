@@ -9,7 +9,7 @@ import { parseCache } from './config/cache.js'
 import { parseApplicationName, parseConnection, type ConnectionOptions } from './config/connection.js'
 import { parseEmbedded, type EmbeddedConfig } from './config/embedded.js'
 import { parseKeys } from './config/encryption.js'
-import { isPlainObject, optionalBoolean } from './config/fields.js'
+import { integer, isPlainObject, optionalBoolean } from './config/fields.js'
 import { parseLogger, type Logger } from './config/logger.js'
 import { parseModels } from './config/models.js'
 import { parseObservability, type ObservabilityConfig } from './config/observability.js'
@@ -18,6 +18,7 @@ import { parseReplicas } from './config/replicas.js'
 import { parseRoles } from './config/roles.js'
 
 export type { ConnectionOptions, EmbeddedConfig, Logger, ObservabilityConfig, PoolConfig }
+export type { TargetSessionAttrs } from './config/connection.js'
 
 /**
  * The configuration of {@link createDatabase}. Every field is checked; a wrong one is a `ConfigError` that names it.
@@ -87,6 +88,12 @@ export interface DatabaseConfig {
   maxReplicaLagMs?: number
   /** How often each replica's position and lag are checked (milliseconds, default 250). */
   replicaCheckIntervalMs?: number
+  /**
+   * With a host list in `connection` (or `target_session_attrs`): how long a new connection keeps trying the hosts
+   * for one that matches before it fails with `UnavailableError` (milliseconds, default 15_000). A failover shorter
+   * than this is invisible to calls that start after it began, but for the wait.
+   */
+  failoverTimeoutMs?: number
   /** The Redis read cache (needs the `ioredis` package); see {@link CacheConfig}. */
   cache?: CacheConfig
   /**
@@ -115,6 +122,7 @@ export interface ResolvedConfig {
   readonly replicas: readonly (string | ConnectionOptions)[]
   readonly maxReplicaLagMs: number
   readonly replicaCheckIntervalMs: number
+  readonly failoverTimeoutMs: number
   readonly cache: CacheConfig | undefined
   /** The model registry: the library's models, then the host's. */
   readonly models: readonly (typeof BaseModel)[]
@@ -139,6 +147,7 @@ const TOP_LEVEL = new Set([
   'replicas',
   'maxReplicaLagMs',
   'replicaCheckIntervalMs',
+  'failoverTimeoutMs',
   'cache',
   'models',
 ])
@@ -176,6 +185,7 @@ export function parseConfig(input: unknown): ResolvedConfig {
   const { cursorSecrets, keyring } = parseKeys(config.pagination, config.encryption)
   const { slowQueryMs, observability } = parseObservability(config.slowQueryMs, config.observability)
   const replicas = parseReplicas(config.replicas, config.maxReplicaLagMs, config.replicaCheckIntervalMs)
+  const failoverTimeoutMs = integer(config.failoverTimeoutMs, 'failoverTimeoutMs', 100, 600_000, 15_000)
   const cache = parseCache(config.cache)
   const models = parseModels(config.models)
   const logger = parseLogger(config.logger)
@@ -184,6 +194,7 @@ export function parseConfig(input: unknown): ResolvedConfig {
     cache,
     models,
     ...replicas,
+    failoverTimeoutMs,
     slowQueryMs,
     observability,
     passwordHash,

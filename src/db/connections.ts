@@ -5,8 +5,10 @@ import { describeConnection } from '../internal/redact.js'
 import { migrationSource, MIGRATIONS_TABLE } from '../migrations/index.js'
 import type { ResolvedConfig } from './config.js'
 import { ReplicaSet } from './replicas.js'
-import { discardDeadConnections } from '../access/knex-internals.js'
-import { isConnectionLost } from '../errors/driver-errors.js'
+import { connectThrough, guardConnections, retryLostReads } from '../access/knex-internals.js'
+import { isConnectionLost, lostOnArrival, noteLostConnection } from '../errors/driver-errors.js'
+import { fieldTargets, urlTargets } from './config/hosts.js'
+import type { PrimaryLocator } from './primary.js'
 import { typeParsers } from './type-parsers.js'
 
 /**
@@ -19,21 +21,32 @@ export function knexConfig(
   config: ResolvedConfig,
   connection: (ResolvedConfig['connection'] & object) | string,
 ): Knex.Config {
-  const base = typeof connection === 'string' ? { connectionString: connection } : { ...connection }
+  const fields: Record<string, unknown> = typeof connection === 'string' ? {} : { ...connection }
+  delete fields.hosts
+  delete fields.targetSessionAttrs
+  // A host list is not something pg reads: the first host stands in until a connection is pointed at one.
+  const targets = connectionTargets(connection)
+  const first = targets?.hosts[0]?.settings
+  // A connection to a host list may keep looking for the primary for failoverTimeoutMs.
+  const createTimeout = Math.min(config.pool.acquireTimeoutMs, 30_000)
+  const base = typeof connection === 'string' ? { connectionString: connection } : fields
   return {
     client: 'pg',
     connection: {
       ...base,
+      ...first,
       application_name: config.applicationName,
       types: typeParsers,
       keepAlive: true,
+      ...(config.pool.queryTimeoutMs > 0 ? { query_timeout: config.pool.queryTimeoutMs } : {}),
     } as Knex.PgConnectionConfig,
     pool: {
       min: config.pool.min,
       max: config.pool.max,
       acquireTimeoutMillis: config.pool.acquireTimeoutMs,
       idleTimeoutMillis: config.pool.idleTimeoutMs,
-      createTimeoutMillis: Math.min(config.pool.acquireTimeoutMs, 30_000),
+      createTimeoutMillis:
+        targets === undefined ? createTimeout : Math.max(createTimeout, config.failoverTimeoutMs + 1_000),
       propagateCreateError: true,
     },
     acquireConnectionTimeout: config.pool.acquireTimeoutMs,
@@ -50,13 +63,34 @@ export function knexConfig(
 }
 
 /**
- * A knex over `settings` whose pool never hands out a connection that died (see `discardDeadConnections`).
+ * The host list of a `connection` and what its server must be; undefined for one host and no
+ * `target_session_attrs`.
  *
  * @internal
  */
-export function openKnex(settings: Knex.Config): Knex {
+export function connectionTargets(connection: (ResolvedConfig['connection'] & object) | string) {
+  return typeof connection === 'string' ? urlTargets(connection) : fieldTargets({ ...connection })
+}
+
+/**
+ * A knex over `settings` whose pool never hands out a connection that died or sat idle past `pool.idleCheckMs`
+ * without answering (see `guardConnections`), retries a plain read once when its connection was lost, and, given a
+ * `locator`, connects to the host it finds.
+ *
+ * @internal
+ */
+export function openKnex(settings: Knex.Config, pool: ResolvedConfig['pool'], locator?: PrimaryLocator): Knex {
   const knex = createKnex(settings)
-  discardDeadConnections(knex, isConnectionLost)
+  const wrongServer = (error: unknown): boolean =>
+    locator?.wantsWritable === true && (error as { code?: unknown } | null)?.code === '25006'
+  guardConnections(knex, {
+    isLost: (error) => isConnectionLost(error) || wrongServer(error),
+    noteLoss: noteLostConnection,
+    idleCheckMs: pool.idleCheckMs,
+    pingTimeoutMs: Math.min(pool.acquireTimeoutMs, 2_000),
+  })
+  retryLostReads(knex, lostOnArrival)
+  if (locator !== undefined) connectThrough(knex, (open) => locator.connect(open))
   return knex
 }
 
@@ -65,11 +99,16 @@ export function openKnex(settings: Knex.Config): Knex {
  *
  * @internal
  */
-export function healthCheckConnection(settings: Knex.Config, applicationName: string): pg.ClientConfig {
-  return {
-    ...(settings.connection as pg.ClientConfig),
-    application_name: `${applicationName}-health`.slice(0, 63),
-  }
+export function healthCheckConnection(
+  settings: Knex.Config,
+  applicationName: string,
+  locator: PrimaryLocator | undefined,
+): () => pg.ClientConfig {
+  // The health check keeps its own deadline.
+  const connection = { ...(settings.connection as pg.ClientConfig) }
+  delete connection.query_timeout
+  const config = { ...connection, application_name: `${applicationName}-health`.slice(0, 63) }
+  return () => (locator === undefined ? config : { ...config, ...locator.current() })
 }
 
 /** The application_name of the replica monitor's connections. */
@@ -85,18 +124,18 @@ function monitorName(applicationName: string): string {
 export function connectReplicas(
   primary: Knex,
   config: ResolvedConfig,
-  primaryConnection: pg.ClientConfig,
+  primaryConnection: () => pg.ClientConfig,
 ): ReplicaSet | undefined {
   if (config.replicas.length === 0) return undefined
   return new ReplicaSet({
     primary,
-    primaryConnection: { ...primaryConnection, application_name: monitorName(config.applicationName) },
+    primaryConnection: () => ({ ...primaryConnection(), application_name: monitorName(config.applicationName) }),
     replicas: config.replicas.map((replica) => {
       // A busy replica should not hold a read for the primary's full acquire timeout: after at most a second
       // the read is retried on the primary and the replica rests until the monitor's next check.
       const replicaPool = { ...config.pool, acquireTimeoutMs: Math.min(config.pool.acquireTimeoutMs, 1_000) }
       const settings = knexConfig({ ...config, pool: replicaPool }, replica)
-      const replicaKnex = openKnex({ ...settings, migrations: undefined })
+      const replicaKnex = openKnex({ ...settings, migrations: undefined }, replicaPool)
       if (config.keyring !== undefined) registerKeyring(replicaKnex, config.keyring)
       return {
         knex: replicaKnex,

@@ -28,7 +28,8 @@ import type { HealthOptions, HealthReport } from '../observability/health.js'
 import { renderMetrics } from '../observability/prometheus.js'
 import type { DatabaseStats } from '../observability/query-stats.js'
 import { closeDatabase, type ClosableParts } from './close.js'
-import { connectReplicas, healthCheckConnection, knexConfig, openKnex } from './connections.js'
+import { connectionTargets, connectReplicas, healthCheckConnection, knexConfig, openKnex } from './connections.js'
+import { PrimaryLocator, type PrimaryStatus } from './primary.js'
 import { createMigrator, type Migrator } from './migrator.js'
 import { startMonitoring } from './monitoring.js'
 import { createSeeder, type Seeder } from './seeder.js'
@@ -126,7 +127,8 @@ class DatabaseHandle implements Database {
     connectionInfo: string,
     server: EmbeddedServer | undefined,
     config: ResolvedConfig,
-    healthConnection: pg.ClientConfig,
+    healthConnection: () => pg.ClientConfig,
+    primary: () => PrimaryStatus,
     cache: ReadCache | undefined,
   ) {
     this.knex = knex
@@ -157,7 +159,7 @@ class DatabaseHandle implements Database {
       systemStamp,
     )
     this.seed = createSeeder(knex, (modelClass) => this.model(modelClass))
-    const monitoring = startMonitoring(knex, config, healthConnection, encrypted, replicas, cache)
+    const monitoring = startMonitoring(knex, config, healthConnection, primary, encrypted, replicas, cache)
     this.stats = monitoring.stats
     this.#parts = { ...monitoring, replicas, cache, knex, server, logger: config.logger }
   }
@@ -228,7 +230,12 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
   }
   const connectionInfo = describeConnection(connection)
   const knexSettings = knexConfig(resolved, connection)
-  const knex = openKnex(knexSettings)
+  const targets = connectionTargets(connection)
+  const locator =
+    targets === undefined ? undefined : new PrimaryLocator(targets, resolved.failoverTimeoutMs, resolved.logger)
+  const knex = openKnex(knexSettings, resolved.pool, locator)
+  const onlyHost: PrimaryStatus = { host: connectionInfo.replace(/\/[^/]*$/, ''), changedAt: null, changes: 0 }
+  const primary = (): PrimaryStatus => locator?.status() ?? onlyHost
   try {
     await knex.raw('select 1')
   } catch (error) {
@@ -239,7 +246,7 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
   }
   resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')
-  const healthConnection = healthCheckConnection(knexSettings, resolved.applicationName)
+  const healthConnection = healthCheckConnection(knexSettings, resolved.applicationName, locator)
   let cache: ReadCache | undefined
   try {
     cache = resolved.cache === undefined ? undefined : await ReadCache.create(resolved.cache, resolved.logger)
@@ -248,5 +255,5 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
     await server?.stop()
     throw error
   }
-  return new DatabaseHandle(knex, connectionInfo, server, resolved, healthConnection, cache)
+  return new DatabaseHandle(knex, connectionInfo, server, resolved, healthConnection, primary, cache)
 }

@@ -9,6 +9,7 @@ import { QueryStats, type DatabaseStats } from '../observability/query-stats.js'
 import type { ReadCache } from './cache.js'
 import type { ResolvedConfig } from './config.js'
 import type { ReplicaSet } from './replicas.js'
+import type { PrimaryStatus } from './primary.js'
 
 /**
  * A database's query statistics (`db.stats`) and health reporter, watching the primary and every replica.
@@ -30,7 +31,8 @@ export interface Monitoring {
 export function startMonitoring(
   knex: Knex,
   config: ResolvedConfig,
-  connection: pg.ClientConfig,
+  connection: () => pg.ClientConfig,
+  primary: () => PrimaryStatus,
   encrypted: readonly (typeof BaseModel)[],
   replicas: ReplicaSet | undefined,
   cache: ReadCache | undefined,
@@ -48,6 +50,7 @@ export function startMonitoring(
   const health = new HealthReporter({
     knex,
     connection,
+    primary,
     pool: { min: config.pool.min, max: config.pool.max },
     keyring: config.keyring,
     keyUsageQueries: encrypted.flatMap((model) =>

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex'
 import pg from 'pg'
 import type { Logger } from './config.js'
+import { parseLsn } from '../internal/lsn.js'
 
 /**
  * Where a scope's reads may go:
@@ -59,13 +60,6 @@ interface ReplicaState {
   error: string | undefined
 }
 
-/** `'16/B374D848'` as a number. */
-function parseLsn(text: string | null | undefined): bigint | undefined {
-  if (typeof text !== 'string') return undefined
-  const match = /^([0-9A-F]+)\/([0-9A-F]+)$/i.exec(text)
-  return match === null ? undefined : (BigInt(`0x${match[1]}`) << 32n) + BigInt(`0x${match[2]}`)
-}
-
 function describe(error: unknown): string {
   const code = (error as { code?: unknown })?.code
   return typeof code === 'string' ? `did not answer (${code})` : 'did not answer'
@@ -83,7 +77,8 @@ const MAX_TRACKED_ACTORS = 100_000
  */
 export class ReplicaSet {
   readonly #primary: Knex
-  readonly #primaryConnection: pg.ClientConfig
+  /** The monitor's connection settings for the primary, read at each (re)connect: the primary may move. */
+  readonly #primaryConnection: () => pg.ClientConfig
   readonly #replicas: ReplicaState[]
   readonly #maxLagMs: number
   readonly #logger: Logger | undefined
@@ -102,7 +97,7 @@ export class ReplicaSet {
 
   constructor(options: {
     primary: Knex
-    primaryConnection: pg.ClientConfig
+    primaryConnection: () => pg.ClientConfig
     replicas: readonly ReplicaEndpoint[]
     maxLagMs: number
     checkIntervalMs: number
@@ -133,11 +128,12 @@ export class ReplicaSet {
   }
 
   /**
-   * The knex a read goes to. `actor` keys read-your-writes (`'system'` for system scopes).
+   * The knex a read goes to. `actor` keys read-your-writes (`'system'` for system scopes); `after` is a WAL position
+   * the read must see (a consistency token's), whatever the consistency but `'primary'`.
    */
-  readerFor(actor: string, consistency: ReadConsistency): Knex {
+  readerFor(actor: string, consistency: ReadConsistency, after?: bigint): Knex {
     if (consistency === 'primary' || this.#replicas.length === 0) return this.#primary
-    let needed = this.#floor
+    let needed = after !== undefined && after > this.#floor ? after : this.#floor
     if (consistency === 'session') {
       const written = this.#writes.get(actor)?.position
       if (written === null) return this.#primary // the write's position is still being fetched
@@ -211,7 +207,7 @@ export class ReplicaSet {
     if (this.#closed) return
     let primaryPosition: bigint | undefined
     try {
-      this.#primaryClient ??= await this.#connect(this.#primaryConnection)
+      this.#primaryClient ??= await this.#connect(this.#primaryConnection())
       const { rows } = await this.#primaryClient.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')
       primaryPosition = parseLsn(rows[0]?.lsn)
     } catch {

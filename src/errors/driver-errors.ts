@@ -49,6 +49,8 @@ const CONNECTION_LOST = [
   'Connection terminated',
   'Client has encountered a connection error and is not queryable',
   'Client was closed and is not queryable',
+  // pg's client-side deadline (`query_timeout`): the reply never came, and the connection's state is unknown.
+  'Query read timeout',
 ]
 
 /**
@@ -71,6 +73,73 @@ export function isConnectionLost(error: unknown): boolean {
   const message = typeof outer.message === 'string' ? outer.message : ''
   // knex puts the SQL in front of driver messages: "select … - Connection terminated unexpectedly".
   return CONNECTION_LOST.some((lost) => message === lost || message.endsWith(` - ${lost}`))
+}
+
+/** Set on a driver error whose connection was lost while a write may have been committing. */
+const COMMIT_UNKNOWN: unique symbol = Symbol('commitUnknown') as never
+/** Set on a driver error whose connection was lost as the statement was sent (see {@link LOST_ON_ARRIVAL_MS}). */
+const LOST_ON_ARRIVAL: unique symbol = Symbol('lostOnArrival') as never
+
+/**
+ * A statement whose connection is reported lost within this many milliseconds of being sent met a connection that
+ * was already dying (killed while idle, a restart): the pool cannot tell it from one killed as the statement began,
+ * and a read is safe to run once more. One that had been running longer (say, a runaway query an administrator
+ * terminated) is not run again.
+ *
+ * @internal
+ */
+export const LOST_ON_ARRIVAL_MS = 250
+
+/**
+ * Records on a lost-connection error what the loss means: whether a commit may have been under way when the
+ * connection went (the statement was an autocommit write: outside a transaction, not a read, not the BEGIN of a
+ * transaction; or the COMMIT of a transaction), and whether it came as the statement was sent.
+ * `transactionStatus` is the connection's status before the statement was sent, as the server last reported it
+ * (`'I'` idle, `'T'` in a transaction, `'E'` in a failed one); `elapsedMs` how long after sending the loss came.
+ *
+ * @internal
+ */
+export function noteLostConnection(
+  error: unknown,
+  sql: string,
+  transactionStatus: string | null | undefined,
+  elapsedMs: number,
+): void {
+  if (typeof error !== 'object' || error === null) return
+  const statement = sql.trimStart().slice(0, 16).toLowerCase()
+  const unknown =
+    transactionStatus === 'T' || transactionStatus === 'E'
+      ? /^(commit|end)\b/.test(statement)
+      : !/^(select|begin|start|show|rollback|abort|set|reset)\b/.test(statement)
+  const marks = error as { [COMMIT_UNKNOWN]?: true; [LOST_ON_ARRIVAL]?: true }
+  if (unknown) marks[COMMIT_UNKNOWN] = true
+  if (elapsedMs < LOST_ON_ARRIVAL_MS) marks[LOST_ON_ARRIVAL] = true
+}
+
+/** The error and the errors it wraps (knex's `nativeError`, a DataError's `cause`), outermost first. */
+function layers(error: unknown): object[] {
+  const found: object[] = []
+  for (let e = error; typeof e === 'object' && e !== null && found.length < 4;) {
+    found.push(e)
+    const inner = e as { nativeError?: unknown; cause?: unknown }
+    e = inner.nativeError ?? inner.cause
+  }
+  return found
+}
+
+/** Whether {@link noteLostConnection} found that a commit may have been under way. */
+function commitUnknown(error: object): boolean {
+  return layers(error).some((e) => (e as { [COMMIT_UNKNOWN]?: true })[COMMIT_UNKNOWN] === true)
+}
+
+/**
+ * Whether a statement failed because its connection was lost as it was sent (see {@link LOST_ON_ARRIVAL_MS}): a read
+ * that fails so may run once more on another connection.
+ *
+ * @internal
+ */
+export function lostOnArrival(error: unknown): boolean {
+  return layers(error).some((e) => (e as { [LOST_ON_ARRIVAL]?: true })[LOST_ON_ARRIVAL] === true && isConnectionLost(e))
 }
 
 /** SQLSTATEs that end the session: admin_shutdown, crash_shutdown, cannot_connect_now, idle_session_timeout. */
@@ -221,6 +290,12 @@ export function toDataError(error: unknown): unknown {
     (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_CODES.has(code))) ||
     CONNECTION_LOST.some((lost) => message === lost || message.endsWith(` - ${lost}`))
   ) {
+    if (commitUnknown(error)) {
+      return new UnavailableError(
+        'The database connection was lost while a write was being committed: it may or may not have been applied.',
+        { ...options, commitUnknown: true },
+      )
+    }
     return new UnavailableError('The database connection was lost or refused.', options)
   }
   return error

@@ -303,17 +303,25 @@ export class DecryptionError extends DataError {
 
 /**
  * The database cannot be reached or cannot serve the call now: pool acquire timeout, connection refused, the
- * server shutting down or terminating the connection. Safe to retry later.
+ * server shutting down or terminating the connection, no writable host during a failover. Safe to retry later,
+ * except a write with `commitUnknown: true`, whose outcome must be checked first.
  *
  * @example
  * ```ts
- * if (error instanceof UnavailableError) res.set('Retry-After', '1').status(503).end()
+ * if (error instanceof UnavailableError && !error.commitUnknown) res.set('Retry-After', '1').status(503).end()
  * ```
  */
 export class UnavailableError extends DataError {
   override readonly name: string = 'UnavailableError'
-  constructor(message: string, options?: ErrorOptions) {
+  /**
+   * True when the connection was lost while a write was being committed (an autocommit write in flight, or the
+   * COMMIT of a transaction): the write may or may not have been applied, so it must not be retried blindly. Read it
+   * back (by a key the write set) before writing again. False when nothing was committed or the call was a read.
+   */
+  readonly commitUnknown: boolean
+  constructor(message: string, options?: ErrorOptions & { commitUnknown?: boolean }) {
     super('UNAVAILABLE', message, 503, options)
+    this.commitUnknown = options?.commitUnknown === true
   }
 }
 

@@ -59,14 +59,15 @@ function destroySocket(client: pg.Client): void {
  * @internal
  */
 export class HealthConnection {
-  readonly #config: pg.ClientConfig
+  /** Read at each (re)connect: with a host list, the primary may have moved. */
+  readonly #config: () => pg.ClientConfig
   readonly #logger: Logger | undefined
   #client: pg.Client | undefined
   #connecting: Promise<pg.Client> | undefined
   #turn: Promise<void> = Promise.resolve()
   #closed = false
 
-  constructor(config: pg.ClientConfig, logger: Logger | undefined) {
+  constructor(config: () => pg.ClientConfig, logger: Logger | undefined) {
     this.#config = config
     this.#logger = logger
   }
@@ -96,7 +97,7 @@ export class HealthConnection {
     if (this.#closed) throw new Error('closed')
     if (this.#client !== undefined) return this.#client
     this.#connecting ??= (async () => {
-      const client = new pg.Client({ ...this.#config, connectionTimeoutMillis: timeoutMs })
+      const client = new pg.Client({ ...this.#config(), connectionTimeoutMillis: timeoutMs })
       client.on('error', (error) => {
         // An idle connection that dies (a restart, a terminate) is replaced on the next check.
         this.#logger?.debug({ source: 'wincloud-data', error: describeFailure(error) }, 'health connection lost')

@@ -5,6 +5,7 @@ import type { Logger } from '../db/config.js'
 import { ValidationError } from '../errors/index.js'
 import type { QueryStats } from './query-stats.js'
 import type { ReplicaSet, ReplicaStatus } from '../db/replicas.js'
+import type { PrimaryStatus } from '../db/primary.js'
 import type { CacheStatus, ReadCache } from '../db/cache.js'
 import { raceDeadline } from './health-deadline.js'
 import { connectionLost, describeFailure, HealthConnection } from './health-connection.js'
@@ -45,6 +46,11 @@ export interface HealthReport {
   /** Rows per table: planner estimates (`exact: false`) unless `exactCounts` was asked and finished in time. */
   readonly tables: Readonly<Record<string, { readonly rows: number; readonly exact: boolean }>>
   readonly migrations: { readonly pending: readonly string[] | null }
+  /**
+   * The server the pool writes to: with a host list in `connection`, the one last found writable and when that last
+   * changed (a failover); with one host, that host.
+   */
+  readonly primary: PrimaryStatus
   /** Each read replica's state, from the replica monitor's last check. */
   readonly replicas: readonly ReplicaStatus[]
   /** When the Redis cache is configured: its state and counters. */
@@ -100,12 +106,16 @@ export class HealthReporter {
   readonly #migrationNames: () => Promise<readonly string[]>
   readonly #stats: QueryStats | undefined
   readonly #replicas: ReplicaSet | undefined
+  readonly #primary: () => PrimaryStatus
   readonly #cache: ReadCache | undefined
   #inFlight = new Map<string, Promise<HealthReport>>()
 
   constructor(options: {
     knex: Knex
-    connection: pg.ClientConfig
+    /** The health connection's settings, read at each (re)connect. */
+    connection: () => pg.ClientConfig
+    /** Where the pool's connections go now. */
+    primary: () => PrimaryStatus
     pool: { min: number; max: number }
     keyring: Keyring | undefined
     /** The statements that count the values each key protects: one per encrypted column of the registry. */
@@ -121,6 +131,7 @@ export class HealthReporter {
     logger: Logger | undefined
   }) {
     this.#replicas = options.replicas
+    this.#primary = options.primary
     this.#cache = options.cache
     this.#knex = options.knex
     this.#connection = new HealthConnection(options.connection, options.logger)
@@ -208,6 +219,7 @@ export class HealthReporter {
         pool,
         tables: {},
         migrations: { pending: null },
+        primary: this.#primary(),
         replicas: this.#replicas?.status() ?? [],
         ...(this.#cache === undefined ? {} : { cache: this.#cache.status() }),
         ...(encryption === undefined ? {} : { encryption }),
@@ -228,6 +240,7 @@ export class HealthReporter {
       pool,
       tables: found.tables,
       migrations: { pending: found.pending },
+      primary: this.#primary(),
       replicas,
       ...(cache === undefined ? {} : { cache }),
       ...(encryption === undefined

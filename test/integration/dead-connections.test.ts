@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Droplet, UnavailableError, User, type Database } from '../../src/index.js'
+import { LOST_ON_ARRIVAL_MS } from '../../src/errors/driver-errors.js'
 import { adminUrl, openTestDatabase } from '../helpers/database.js'
 import { DEEP } from '../helpers/property.js'
 
@@ -65,6 +66,8 @@ async function killMidQuery(sleeping: Promise<unknown>): Promise<unknown> {
     (error: unknown) => error,
   )
   const pid = await sleepingBackend()
+  // Killed once it has really been running: one killed as it was sent would be run again (a read lost on arrival).
+  await sleep(LOST_ON_ARRIVAL_MS + 50)
   await admin.query('select pg_terminate_backend($1)', [pid])
   return failed
 }

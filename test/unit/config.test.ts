@@ -18,7 +18,14 @@ function configError(input: unknown): ConfigError {
 describe('parseConfig', () => {
   it('fills in the defaults', () => {
     const config = parseConfig({ connection: 'postgres://app@127.0.0.1:5432/wincloud' })
-    expect(config.pool).toEqual({ min: 0, max: 10, acquireTimeoutMs: 10_000, idleTimeoutMs: 30_000 })
+    expect(config.pool).toEqual({
+      min: 0,
+      max: 10,
+      acquireTimeoutMs: 10_000,
+      idleTimeoutMs: 30_000,
+      idleCheckMs: 10_000,
+      queryTimeoutMs: 0,
+    })
     expect(config.applicationName).toBe('wincloud-data')
     expect(Object.isFrozen(config)).toBe(true)
   })

@@ -14,6 +14,7 @@ function unreachableReport(): HealthReport {
     pool: { min: 0, max: 0, used: 0, free: 0, pendingAcquires: 0, pendingCreates: 0 },
     tables: {},
     migrations: { pending: null },
+    primary: { host: 'unknown', changedAt: null, changes: 0 },
     replicas: [],
     error: 'could not connect',
   }
@@ -23,6 +24,10 @@ function unreachableReport(): HealthReport {
 function describeHealth(report: HealthReport): string[] {
   const lines = [`status: ${report.status}${report.reasons.length ? ` (${report.reasons.join('; ')})` : ''}`]
   lines.push(`checked at: ${report.checkedAt}, in ${report.latencyMs.toFixed(1)} ms`)
+  const { primary } = report
+  lines.push(
+    `primary: ${primary.host}${primary.changedAt === null ? '' : ` (changed ${primary.changes}×, last at ${primary.changedAt})`}`,
+  )
   if (report.database.serverVersion !== null) {
     lines.push(
       `database: PostgreSQL ${report.database.serverVersion}, ${report.database.inRecovery ? 'in recovery (replica)' : 'primary'}`,

@@ -1,5 +1,8 @@
 import { ConfigError } from '../../errors/index.js'
 import { checkKeys, integer, isPlainObject } from './fields.js'
+import { fieldTargets, urlTargets, type TargetSessionAttrs } from './hosts.js'
+
+export type { TargetSessionAttrs } from './hosts.js'
 
 /**
  * Connection fields, for hosts that do not use a connection string.
@@ -12,6 +15,13 @@ import { checkKeys, integer, isPlainObject } from './fields.js'
 export interface ConnectionOptions {
   host?: string
   port?: number
+  /**
+   * Several servers instead of `host` and `port`, tried in order (after the one last found writable) until one
+   * matches `targetSessionAttrs`: the connection follows the primary through a failover. Like libpq's host list.
+   */
+  hosts?: readonly { host: string; port?: number }[]
+  /** What the server must be (default `'read-write'` with `hosts`, `'any'` without); see {@link TargetSessionAttrs}. */
+  targetSessionAttrs?: TargetSessionAttrs
   user?: string
   password?: string
   database?: string
@@ -20,7 +30,8 @@ export interface ConnectionOptions {
 }
 
 /**
- * `connection` (and each of `replicas`): a `postgres://` URL or connection fields; never empty.
+ * `connection` (and each of `replicas`): a `postgres://` URL (one host or a libpq host list) or connection fields;
+ * never empty.
  *
  * @internal
  */
@@ -32,21 +43,18 @@ export function parseConnection(value: unknown): string | ConnectionOptions {
     )
   }
   if (typeof value === 'string') {
-    let url: URL
-    try {
-      url = new URL(value)
-    } catch {
-      throw new ConfigError('connection', 'must be a postgres:// or postgresql:// URL.')
-    }
-    if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-      throw new ConfigError('connection', 'must be a postgres:// or postgresql:// URL.')
-    }
+    urlTargets(value)
     return value
   }
   if (!isPlainObject(value)) {
     throw new ConfigError('connection', 'must be a postgres:// URL or an object of connection fields.')
   }
-  checkKeys(value, ['host', 'port', 'user', 'password', 'database', 'ssl'], 'connection.')
+  checkKeys(
+    value,
+    ['host', 'port', 'hosts', 'targetSessionAttrs', 'user', 'password', 'database', 'ssl'],
+    'connection.',
+  )
+  fieldTargets(value)
   for (const key of ['host', 'user', 'password', 'database'] as const) {
     if (value[key] !== undefined && (typeof value[key] !== 'string' || value[key] === '')) {
       throw new ConfigError(`connection.${key}`, 'must be a non-empty string.')

@@ -1,5 +1,6 @@
 import { ConfigError } from '../../errors/index.js'
 import { parseConnection, type ConnectionOptions } from './connection.js'
+import { fieldTargets, urlTargets } from './hosts.js'
 import { integer } from './fields.js'
 
 /**
@@ -22,7 +23,15 @@ export function parseReplicas(
   }
   const replicas = ((value ?? []) as unknown[]).map((replica, i) => {
     try {
-      return parseConnection(replica)
+      const parsed = parseConnection(replica)
+      const targets = typeof parsed === 'string' ? urlTargets(parsed) : fieldTargets(parsed as Record<string, unknown>)
+      if (targets !== undefined) {
+        throw new ConfigError(
+          'connection',
+          'must name one host without target_session_attrs: a host list is for the primary.',
+        )
+      }
+      return parsed
     } catch (error) {
       if (error instanceof ConfigError) {
         const expected = error.message.slice(`Invalid configuration: ${error.field} `.length)
