@@ -44,8 +44,26 @@ export interface Topology {
   /** Stops the replica (fast) and starts it again, keeping its data. */
   stopReplica(): Promise<void>
   startReplica(): Promise<void>
+  /**
+   * Stops the primary (fast: it sends the replica all its WAL, shutdown checkpoint included, before it exits) and
+   * keeps its data. `stop()` still cleans up whatever is left running.
+   */
+  stopPrimary(): Promise<void>
+  /**
+   * Starts the old primary again, on its port and with its data. After `promoteReplica()` it runs beside the
+   * promoted replica as a second primary on the old timeline: a primary that was cut off, not a standby.
+   */
+  startPrimary(): Promise<void>
+  /** Promotes the replica (`pg_ctl promote`) and waits until it accepts writes: `pg_is_in_recovery()` is false. */
+  promoteReplica(timeoutMs?: number): Promise<void>
+  /**
+   * One URL naming the primary, then the replica, with `target_session_attrs=read-write`: a libpq-style client
+   * connects to whichever of them accepts writes (after `promoteReplica()`, the replica).
+   */
+  multiHostUrl(database: string): string
   /** Waits until the replica has replayed everything the primary has written so far. */
   waitForReplica(timeoutMs?: number): Promise<void>
+  /** Stops whatever still runs (a server stopped on request is skipped) and deletes every file. */
   stop(): Promise<void>
 }
 
@@ -117,6 +135,8 @@ const SERVER_SETTINGS = [
   'hot_standby=on',
   'max_connections=200',
   'wal_keep_size=256MB',
+  // Lets a stopped or cut-off primary be rewound into a standby of the promoted replica.
+  'wal_log_hints=on',
 ]
 
 /**
@@ -148,9 +168,12 @@ export async function startTopology(
       [...SERVER_SETTINGS, `port=${port}`, `unix_socket_directories=${dir}`].map((s) => `-c ${s}`).join(' ')
     const startServer = (dir: string, port: number) =>
       run(pgCtl, ['-D', dir, '-l', join(dir, 'server.log'), '-w', '-t', '60', '-o', serverOptions(port, dir), 'start'])
-    const stopServer = (dir: string) => run(pgCtl, ['-D', dir, '-m', 'fast', '-w', 'stop'])
+    // A server stopped on request (stopPrimary, stopReplica) is left alone.
+    const stopServer = async (dir: string): Promise<void> => {
+      if (existsSync(join(dir, 'postmaster.pid'))) await run(pgCtl, ['-D', dir, '-m', 'fast', '-w', 'stop'])
+    }
     await startServer(primaryDir, primaryPort)
-    stops.push(() => stopServer(primaryDir).then(() => undefined))
+    stops.push(() => stopServer(primaryDir))
     const primaryUrl = `postgres://postgres@127.0.0.1:${primaryPort}/postgres`
     await waitForPort(primaryUrl, 30_000)
 
@@ -176,7 +199,7 @@ export async function startTopology(
       ])
       await startServer(replicaDir, replicaPort)
       const dir = replicaDir
-      stops.push(() => stopServer(dir).then(() => undefined))
+      stops.push(() => stopServer(dir))
       replicaUrl = `postgres://postgres@127.0.0.1:${replicaPort}/postgres`
       await waitForPort(replicaUrl, 30_000)
     }
@@ -223,6 +246,28 @@ export async function startTopology(
         const { url, dir } = replicaOnly()
         await startServer(dir, replicaPort)
         await waitForPort(url, 30_000)
+      },
+      stopPrimary: async () => {
+        await stopServer(primaryDir)
+      },
+      startPrimary: async () => {
+        await startServer(primaryDir, primaryPort)
+        await waitForPort(primaryUrl, 30_000)
+      },
+      promoteReplica: async (timeoutMs = 30_000) => {
+        const { url, dir } = replicaOnly()
+        await run(pgCtl, ['-D', dir, '-w', '-t', String(Math.ceil(timeoutMs / 1_000)), 'promote'])
+        const deadline = Date.now() + timeoutMs
+        for (;;) {
+          const [row] = await query<{ recovering: boolean }>(url, 'select pg_is_in_recovery() as recovering')
+          if (row?.recovering === false) return
+          if (Date.now() > deadline) throw new Error(`the replica was still in recovery after ${timeoutMs} ms`)
+          await sleep(20)
+        }
+      },
+      multiHostUrl: (database: string) => {
+        const hosts = [primaryPort, ...(replicaUrl === undefined ? [] : [replicaPort])]
+        return `postgres://postgres@${hosts.map((port) => `127.0.0.1:${port}`).join(',')}/${encodeURIComponent(database)}?target_session_attrs=read-write`
       },
       waitForReplica: async (timeoutMs = 10_000) => {
         const [{ lsn }] = (await query<{ lsn: string }>(
