@@ -1,9 +1,16 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { missingPrograms, startTopology, type Topology } from '../../scripts/topology.js'
-import { createDatabase, Droplet, User, type Database, type ReplicaStatus } from '../../src/index.js'
+import {
+  createDatabase,
+  Droplet,
+  InvalidCursorError,
+  User,
+  type Database,
+  type ReplicaStatus,
+} from '../../src/index.js'
 
 /**
  * Read replicas against a real primary and a real streaming replica (pg_basebackup -R) on loopback. Which server
@@ -201,6 +208,65 @@ suite('read replicas', () => {
       expect(await reader.findById(sneaked)).toBeUndefined() // the replica answers again
     } finally {
       await topology.resumeReplay()
+    }
+  })
+
+  it('keeps read-your-writes across instances with a consistency token, and refuses a forged or borrowed one', async () => {
+    // Two handles on the same primary and replica, sharing the signing secret: two app instances.
+    const secret = randomBytes(32).toString('base64')
+    const shared = { replicas: [replicaUrl], maxReplicaLagMs: 60_000, replicaCheckIntervalMs: 20 }
+    const one = await createDatabase({ connection: primaryUrl, ...shared, pagination: { cursorSecrets: [secret] } })
+    const two = await createDatabase({ connection: primaryUrl, ...shared, pagination: { cursorSecrets: [secret] } })
+    try {
+      await replicaState(two, 'ok')
+      await caughtUp()
+      await topology.pauseReplay()
+      try {
+        const writer = one.scope(alice)
+        const written = await writer.repo(Droplet).create({ name: 'token-1', region: 'nyc3', size: 's' })
+        const token = await writer.consistencyToken()
+        expect(token).toMatch(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$/)
+        expect(token).not.toContain(written.id)
+        // The other instance never saw alice write: without the token it reads the paused replica…
+        expect(await two.scope(alice).repo(Droplet).findById(written.id)).toBeUndefined()
+        // …with it, a server that has the write.
+        expect((await two.scope(alice, {}, { after: token }).repo(Droplet).getById(written.id)).name).toBe('token-1')
+        expect(await two.scope(alice, {}, { after: token, consistency: 'replica' }).repo(Droplet).count()).toBe(
+          await one.scope(alice, {}, { consistency: 'primary' }).repo(Droplet).count(),
+        )
+        // Altered, another actor's, another deployment's, or a cursor: refused like a forged cursor.
+        const altered = `${token.slice(0, 3)}${token[3] === 'A' ? 'B' : 'A'}${token.slice(4)}`
+        const page = await one
+          .scope(alice)
+          .repo(Droplet)
+          .list({ page: { size: 1 } })
+        const stranger = await createDatabase({ connection: primaryUrl, ...shared })
+        try {
+          for (const [actor, forged, handle] of [
+            [alice, altered, two],
+            [admin, token, two],
+            [alice, token, stranger],
+            [alice, page.pageInfo.endCursor!, two],
+            [alice, 'not a token', two],
+          ] as const) {
+            expect(() => handle.scope(actor, {}, { after: forged })).toThrow(InvalidCursorError)
+          }
+        } finally {
+          await stranger.close()
+        }
+        await expect(one.scope(alice).transaction(async (tx) => tx.consistencyToken())).rejects.toThrow(
+          /after the transaction has committed/,
+        )
+      } finally {
+        await topology.resumeReplay()
+      }
+      // Once the replica has replayed past it, the token is satisfied there too.
+      await caughtUp()
+      const token = await one.scope(alice).consistencyToken()
+      expect(await two.scope(alice, {}, { after: token }).repo(Droplet).count()).toBeGreaterThan(0)
+    } finally {
+      await one.close()
+      await two.close()
     }
   })
 
