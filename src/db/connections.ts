@@ -140,6 +140,7 @@ export function connectReplicas(
       return {
         knex: replicaKnex,
         name: describeConnection(replica),
+        pool: { min: replicaPool.min, max: replicaPool.max },
         connection: {
           ...(settings.connection as pg.ClientConfig),
           application_name: monitorName(config.applicationName),

@@ -2,6 +2,7 @@ import type { Knex } from 'knex'
 import pg from 'pg'
 import type { Logger } from './config.js'
 import { parseLsn } from '../internal/lsn.js'
+import { poolStatus, type PoolStatus } from '../observability/pool-status.js'
 
 /**
  * Where a scope's reads may go:
@@ -40,6 +41,8 @@ export interface ReplicaStatus {
   readonly checkedAt: string | null
   /** Why it is down: a short description, never an address or a credential. */
   readonly error?: string
+  /** The replica's own connection pool, as `pool` of the report is the primary's. */
+  readonly pool: PoolStatus
 }
 
 /** One configured replica. @internal */
@@ -47,6 +50,8 @@ export interface ReplicaEndpoint {
   readonly knex: Knex
   readonly name: string
   readonly connection: pg.ClientConfig
+  /** The bounds of its pool. */
+  readonly pool: { readonly min: number; readonly max: number }
 }
 
 interface ReplicaState {
@@ -289,6 +294,7 @@ export class ReplicaSet {
       replayLsn: r.replayText,
       checkedAt: r.checkedAt?.toISOString() ?? null,
       ...(r.error === undefined ? {} : { error: r.error }),
+      pool: poolStatus(r.endpoint.knex, r.endpoint.pool),
     }))
   }
 

@@ -99,29 +99,56 @@ export function renderMetrics(
     out.sample('wincloud_db_query_duration_seconds_count', { operation }, t.count)
   }
 
-  if (health !== undefined) {
-    out.family('wincloud_db_up', 'gauge', '1 when the database answered the health check.')
-    out.sample('wincloud_db_up', {}, health.status === 'unhealthy' ? 0 : 1)
-    out.family('wincloud_db_health_status', 'gauge', 'The health status, one series per status (1 for the current).')
-    for (const status of ['healthy', 'degraded', 'unhealthy'] as const) {
-      out.sample('wincloud_db_health_status', { status }, health.status === status ? 1 : 0)
-    }
-    out.family('wincloud_db_health_latency_seconds', 'gauge', 'The health check round trip.')
-    out.sample('wincloud_db_health_latency_seconds', {}, health.latencyMs / 1000)
-    out.family('wincloud_db_table_rows', 'gauge', 'Rows per table (planner estimate unless exact).')
-    for (const [table, t] of Object.entries(health.tables)) {
-      out.sample('wincloud_db_table_rows', { table, exact: String(t.exact) }, t.rows)
-    }
-    if (health.migrations.pending !== null) {
-      out.family('wincloud_db_migrations_pending', 'gauge', 'Library migrations not applied.')
-      out.sample('wincloud_db_migrations_pending', {}, health.migrations.pending.length)
-    }
-    if (health.encryption?.keyUsage !== undefined) {
-      out.family('wincloud_db_encrypted_values', 'gauge', 'Encrypted values per key id.')
-      for (const [key, n] of Object.entries(health.encryption.keyUsage)) {
-        out.sample('wincloud_db_encrypted_values', { key }, n)
-      }
+  if (health !== undefined) healthMetrics(out, health)
+  return out.text()
+}
+
+/** The health report's figures: up, status, latency, table rows, the topology, migrations, key usage. */
+function healthMetrics(out: Exposition, health: HealthReport): void {
+  out.family('wincloud_db_up', 'gauge', '1 when the database answered the health check.')
+  out.sample('wincloud_db_up', {}, health.status === 'unhealthy' ? 0 : 1)
+  out.family('wincloud_db_health_status', 'gauge', 'The health status, one series per status (1 for the current).')
+  for (const status of ['healthy', 'degraded', 'unhealthy'] as const) {
+    out.sample('wincloud_db_health_status', { status }, health.status === status ? 1 : 0)
+  }
+  out.family('wincloud_db_health_latency_seconds', 'gauge', 'The health check round trip.')
+  out.sample('wincloud_db_health_latency_seconds', {}, health.latencyMs / 1000)
+  out.family('wincloud_db_table_rows', 'gauge', 'Rows per table (planner estimate unless exact).')
+  for (const [table, t] of Object.entries(health.tables)) {
+    out.sample('wincloud_db_table_rows', { table, exact: String(t.exact) }, t.rows)
+  }
+  topologyMetrics(out, health)
+  if (health.migrations.pending !== null) {
+    out.family('wincloud_db_migrations_pending', 'gauge', 'Library migrations not applied.')
+    out.sample('wincloud_db_migrations_pending', {}, health.migrations.pending.length)
+  }
+  if (health.encryption?.keyUsage !== undefined) {
+    out.family('wincloud_db_encrypted_values', 'gauge', 'Encrypted values per key id.')
+    for (const [key, n] of Object.entries(health.encryption.keyUsage)) {
+      out.sample('wincloud_db_encrypted_values', { key }, n)
     }
   }
-  return out.text()
+}
+
+/** Failovers of the primary; each replica's state, lag and pool, labelled by its name (host, port, database). */
+function topologyMetrics(out: Exposition, health: HealthReport): void {
+  out.family('wincloud_db_primary_changes_total', 'counter', 'Times the primary moved to another host (failovers).')
+  out.sample('wincloud_db_primary_changes_total', {}, health.primary.changes)
+  const replicas = health.replicas
+  if (replicas.length === 0) return
+  out.family('wincloud_db_replica_up', 'gauge', '1 when the replica serves reads (state ok).')
+  for (const r of replicas) out.sample('wincloud_db_replica_up', { replica: r.name }, r.state === 'ok' ? 1 : 0)
+  out.family('wincloud_db_replica_lag_seconds', 'gauge', 'How far the replica is behind the primary.')
+  for (const r of replicas) {
+    if (r.lagMs !== null) out.sample('wincloud_db_replica_lag_seconds', { replica: r.name }, r.lagMs / 1000)
+  }
+  out.family('wincloud_db_replica_pool_connections', 'gauge', "Each replica pool's connections by state.")
+  for (const r of replicas) {
+    out.sample('wincloud_db_replica_pool_connections', { replica: r.name, state: 'used' }, r.pool.used)
+    out.sample('wincloud_db_replica_pool_connections', { replica: r.name, state: 'free' }, r.pool.free)
+  }
+  out.family('wincloud_db_replica_pool_pending_acquires', 'gauge', "Callers waiting for a replica's connection.")
+  for (const r of replicas) {
+    out.sample('wincloud_db_replica_pool_pending_acquires', { replica: r.name }, r.pool.pendingAcquires)
+  }
 }

@@ -133,5 +133,6 @@ suite('primary failover with a host list', () => {
     expect(report.primary.changes).toBe(1)
     expect(Date.parse(report.primary.changedAt!)).toBeGreaterThan(promotedAt)
     expect(report.database.inRecovery).toBe(false)
+    expect(await db.metrics()).toContain('wincloud_db_primary_changes_total 1')
   }, 90_000)
 })

@@ -102,6 +102,13 @@ suite('read replicas', () => {
       replayLsn: expect.stringMatching(/^[0-9A-F]+\//),
     })
     expect(report.replicas[0]!.name).not.toMatch(/postgres:|@/)
+    // Each replica's own pool is in the report and in the metrics, beside its state and lag.
+    expect(report.replicas[0]!.pool).toMatchObject({ max: 10, pendingAcquires: 0 })
+    const metrics = await db.metrics()
+    const name = report.replicas[0]!.name
+    expect(metrics).toContain(`wincloud_db_replica_up{replica="${name}"} 1`)
+    expect(metrics).toMatch(new RegExp(`wincloud_db_replica_pool_connections\\{replica="${name}",state="free"\\} \\d+`))
+    expect(metrics).toContain(`wincloud_db_replica_lag_seconds{replica="${name}"}`)
     expect(await sql<{ r: boolean }>(replicaUrl, 'select pg_is_in_recovery() as r')).toEqual([{ r: true }])
   })
 
