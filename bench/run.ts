@@ -17,6 +17,7 @@ import { auditBenchmarks } from './audit.bench.js'
 import { BENCH_ENCRYPTION, cryptoBenchmarks, encryptedLoadBenchmarks } from './crypto.bench.js'
 import { observabilityBenchmarks } from './observability.bench.js'
 import { scalingBenchmarks } from './scaling.bench.js'
+import { measureFailover, reliabilityBenchmarks } from './reliability.bench.js'
 
 /** Every benchmark file's factory, in the order they run. */
 const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchmark[]>)[] = [
@@ -29,6 +30,7 @@ const SUITES: readonly ((context: BenchContext) => Benchmark[] | Promise<Benchma
   auditBenchmarks,
   observabilityBenchmarks,
   scalingBenchmarks,
+  reliabilityBenchmarks,
 ]
 
 /** A throwaway, non-durable server: the data is regenerated at will. */
@@ -80,12 +82,31 @@ async function main(): Promise<void> {
       const line = benchmarks.find((b) => b.name === result.name)?.summary?.(result)
       if (line !== undefined) console.log(line)
     }
+    if (only === undefined || 'failover'.includes(only)) await reportFailover()
   } finally {
     for (const close of cleanups.reverse()) await close()
     await pool?.end()
     await db?.close()
     await server?.stop()
   }
+}
+
+/** Failover time on real servers, three times (each on a topology of its own). */
+async function reportFailover(): Promise<void> {
+  const runs = []
+  for (let i = 0; i < 3; i++) {
+    const run = await measureFailover()
+    if (run === null) {
+      console.log('failover: skipped (no PostgreSQL server programs on this machine)')
+      return
+    }
+    runs.push(run)
+  }
+  const ms = (values: number[]) => values.map((v) => v.toFixed(0)).join(', ')
+  console.log(
+    `failover (host list, replica promoted 1 s after the primary stopped): first write ` +
+      `${ms(runs.map((r) => r.stopToWriteMs))} ms after the stop, ${ms(runs.map((r) => r.promoteToWriteMs))} ms after the promotion`,
+  )
 }
 
 main().catch((error: unknown) => {
