@@ -85,7 +85,10 @@ export function openKnex(settings: Knex.Config, pool: ResolvedConfig['pool'], lo
     locator?.wantsWritable === true && (error as { code?: unknown } | null)?.code === '25006'
   guardConnections(knex, {
     isLost: (error) => isConnectionLost(error) || wrongServer(error),
-    noteLoss: noteLostConnection,
+    // A read-only refusal is no loss: nothing was committed, and the statement is not to be retried blindly either.
+    noteLoss: (error, sql, status, elapsedMs) => {
+      if (isConnectionLost(error)) noteLostConnection(error, sql, status, elapsedMs)
+    },
     idleCheckMs: pool.idleCheckMs,
     pingTimeoutMs: Math.min(pool.acquireTimeoutMs, 2_000),
   })

@@ -269,6 +269,13 @@ export function toDataError(error: unknown): unknown {
     case '3D000':
       mapped = new ConfigError('connection', 'names a database that does not exist.', options)
       break
+    case '25006':
+      // read_only_sql_transaction: a standby, or a primary being demoted; nothing was written.
+      mapped = new UnavailableError(
+        'The database server is read-only now (a standby, or a failover under way): the write was not applied.',
+        options,
+      )
+      break
     default:
       break
   }

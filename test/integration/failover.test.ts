@@ -94,6 +94,35 @@ suite('primary failover with a host list', () => {
     expect(report.database.inRecovery).toBe(false)
   })
 
+  it('takes the host list as connection fields, skips a standby listed first, and refuses a write there', async () => {
+    const primary = new URL(topology.primaryUrl)
+    const fields = {
+      hosts: [
+        { host: '127.0.0.1', port: replicaPort },
+        { host: '127.0.0.1', port: Number(primary.port) },
+      ],
+      user: decodeURIComponent(primary.username),
+      database: 'app',
+    }
+    const listed = await createDatabase({ connection: fields, pool: { max: 1 } })
+    try {
+      expect((await listed.health()).primary).toMatchObject({ host: `127.0.0.1:${primary.port}`, changes: 0 })
+      expect(await listed.scope(owner).repo(Droplet).count()).toBeGreaterThanOrEqual(0)
+    } finally {
+      await listed.close()
+    }
+    // `any` settles on the first host that answers, the standby: its writes are refused, typed, nothing written.
+    const anyHost = await createDatabase({ connection: { ...fields, targetSessionAttrs: 'any' }, pool: { max: 1 } })
+    try {
+      expect((await anyHost.health()).database.inRecovery).toBe(true)
+      const write = anyHost.scope(owner).repo(Droplet).create({ name: 'on-standby', region: 'nyc3', size: 's' })
+      await expect(write).rejects.toThrow(UnavailableError)
+      await expect(write).rejects.toMatchObject({ commitUnknown: false, message: expect.stringMatching(/read-only/) })
+    } finally {
+      await anyHost.close()
+    }
+  })
+
   it('stop the primary, promote the replica: writes resume on it, every acknowledged write is there', async () => {
     let release!: () => void
     const stop = new Promise<void>((resolve) => (release = resolve))
