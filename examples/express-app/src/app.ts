@@ -13,6 +13,10 @@
  * - `POST /droplets/bulk-status`: `{ ids, status }` → `{ updated, notFound }`.
  * - `GET /audit`: the caller's audit trail, newest first, by cursor.
  * - `GET /health/ready`, `GET /health/live`: probes. `GET /metrics`: Prometheus text.
+ *
+ * Read-your-writes across instances: every write through the caller's scope answers with an `X-Consistency-Token`
+ * header. A request that sends the latest one back, to this instance or another, reads at least that far, from a
+ * replica that has replayed it or from the primary.
  */
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto'
 import express, {
@@ -76,6 +80,8 @@ const AUDIT_QUERY = ['actorId', 'action', 'entityType', 'entityId', 'size', 'aft
 /** The most ids one bulk request may name. */
 const BULK_MAX_IDS = 1_000
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+/** Carries a consistency token: set on the answers of writes, read from requests. */
+const CONSISTENCY_HEADER = 'X-Consistency-Token'
 
 /**
  * Signs claims as `base64url(JSON).base64url(HMAC-SHA256(secret, first part))`.
@@ -170,9 +176,25 @@ export function createApp(db: Database, options: AppOptions): express.Express {
     if (user === undefined || !user.isActive || user.role !== claims.role) {
       throw new AuthenticationError('Missing, invalid or expired token.')
     }
-    stateOf(req).scope = db.scope(user, metaOf(req))
+    // With the token of an earlier write (made here or on another instance), the scope reads at least that far. An
+    // altered token, or another user's, is the library's InvalidCursorError: 400 INVALID_CURSOR.
+    stateOf(req).scope = db.scope(user, metaOf(req), { after: req.get(CONSISTENCY_HEADER) })
     next()
   })
+
+  /**
+   * Answers a write made through the caller's scope, with a consistency token of it: the client sends the token
+   * back with its next requests, so they see this write on any instance.
+   */
+  const sendWritten = async (req: Request, res: Response, body: unknown): Promise<void> => {
+    try {
+      res.set(CONSISTENCY_HEADER, await scopeOf(req).consistencyToken())
+    } catch (error) {
+      // The write has committed: answer it all the same. The client keeps the token it had.
+      logger.error(`${req.method} ${req.path}: no consistency token`, error)
+    }
+    res.json(body)
+  }
 
   const app = express()
   app.disable('x-powered-by')
@@ -265,7 +287,7 @@ export function createApp(db: Database, options: AppOptions): express.Express {
       const droplet = await scopeOf(req)
         .repo(Droplet)
         .create(pick(bodyOf(req), CREATE_FIELDS))
-      res.status(201).location(`/droplets/${droplet.id}`).json(droplet)
+      await sendWritten(req, res.status(201).location(`/droplets/${droplet.id}`), droplet)
     }),
   )
 
@@ -273,11 +295,10 @@ export function createApp(db: Database, options: AppOptions): express.Express {
     '/droplets/:id',
     authenticate,
     handle(async (req, res) => {
-      res.json(
-        await scopeOf(req)
-          .repo(Droplet)
-          .update(req.params.id ?? '', pick(bodyOf(req), PATCH_FIELDS)),
-      )
+      const droplet = await scopeOf(req)
+        .repo(Droplet)
+        .update(req.params.id ?? '', pick(bodyOf(req), PATCH_FIELDS))
+      await sendWritten(req, res, droplet)
     }),
   )
 
@@ -300,7 +321,7 @@ export function createApp(db: Database, options: AppOptions): express.Express {
       const result = await scopeOf(req)
         .repo(Droplet)
         .bulkUpdate(list, { status: status as DropletStatus })
-      res.json(result)
+      await sendWritten(req, res, result)
     }),
   )
 

@@ -8,7 +8,12 @@
  * - `PORT`: the HTTP port, default 3000.
  * - `APP_TOKEN_SECRET`: signs login tokens, at least 32 characters (`openssl rand -base64 32`). Required in
  *   production; in development a random one is made per start.
- * - `CURSOR_SECRET`: base64 of 32+ bytes, signs pagination cursors so they work across instances and restarts.
+ * - `CURSOR_SECRET`: base64 of 32+ bytes, signs pagination cursors and consistency tokens so they work across
+ *   instances and restarts.
+ * - `REPLICA_URL`: streaming replicas of `DATABASE_URL` for reads, one URL or several separated by commas. A user's
+ *   reads go to a healthy replica, or to the primary until a replica has replayed their last write on this instance;
+ *   on another instance, the `X-Consistency-Token` header of the write does the same (see app.ts). Needs
+ *   `DATABASE_URL`.
  * - `NODE_ENV`: `production` skips seeding, and requires `DATABASE_URL` and `APP_TOKEN_SECRET`.
  */
 import { randomBytes } from 'node:crypto'
@@ -46,12 +51,20 @@ const logger: Logger = {
 }
 
 const cursorSecret = process.env.CURSOR_SECRET
+// One URL or several separated by commas; the library checks each. Set but empty is refused, like DATABASE_URL.
+const replicaUrls = process.env.REPLICA_URL?.split(',').map((replica) => replica.trim())
+if (replicaUrls?.includes('')) fail('REPLICA_URL must be postgres:// URLs separated by commas, none of them empty.')
+if (replicaUrls !== undefined && url === undefined) fail('REPLICA_URL needs DATABASE_URL: the embedded one has none.')
+if (replicaUrls !== undefined && cursorSecret === undefined) {
+  console.warn('CURSOR_SECRET is not set: cursors and consistency tokens made here work on no other instance.')
+}
 const config: DatabaseConfig = {
   logger,
   applicationName: 'wincloud-express-example',
   // Leaving `connection` out starts the embedded PostgreSQL. An empty DATABASE_URL is refused by the library.
   ...(url === undefined ? {} : { connection: url }),
   ...(cursorSecret === undefined ? {} : { pagination: { cursorSecrets: [cursorSecret] } }),
+  ...(replicaUrls === undefined ? {} : { replicas: replicaUrls }),
 }
 
 /** Migrates, and in development seeds, printing the passwords of accounts it creates. */
