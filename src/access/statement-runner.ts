@@ -3,6 +3,7 @@ import { lostOnArrival, toDataError } from '../errors/driver-errors.js'
 import { UnavailableError } from '../errors/index.js'
 import { AUDIT_TABLE } from '../audit/recorder.js'
 import type { ScopeContext } from './enforce.js'
+import { LOST_READ_RETRIES } from './connection-guard.js'
 import { withPinnedConnection } from './knex-internals.js'
 
 const PLAIN_SELECT = /^\s*select\b/i
@@ -68,22 +69,23 @@ export class StatementRunner {
 
   /**
    * Runs one read (never a write) as {@link run} does; outside a transaction, a read whose connection was lost as it
-   * was sent (`lostOnArrival`) is retried once. That is what happens when the pool hands out a connection whose end
+   * was sent (`lostOnArrival`) runs again, while that is what happens (at most `LOST_READ_RETRIES` times). That is what happens when the pool hands out a connection whose end
    * it has not heard of yet (a backend killed while idle, a server restart): the read got no result, the pool has now
    * discarded the connection, and the retry runs on a fresh one. A read that had been running longer when its
    * connection died fails (it may be a runaway query an administrator ended). Inside a transaction nothing is
    * retried: the transaction is gone with its connection.
    */
   async read<R>(sql: string, bindings: readonly unknown[], runner = this.#primary): Promise<{ rows: R[] }> {
-    try {
-      return await this.run<R>(sql, bindings, runner)
-    } catch (error) {
-      if (this.#context.inTransaction || !(error instanceof UnavailableError) || !lostOnArrival(error.cause)) {
-        throw error
+    for (let retries = 0; ; retries++) {
+      try {
+        return await this.run<R>(sql, bindings, runner)
+      } catch (error) {
+        if (this.#context.inTransaction || !(error instanceof UnavailableError) || !lostOnArrival(error.cause)) {
+          throw error
+        }
+        // knex's pool already retried a plain SELECT it ran itself (see `retryLostReads`): not twice.
+        if (retries >= LOST_READ_RETRIES || (this.#context.rlsSql === undefined && PLAIN_SELECT.test(sql))) throw error
       }
-      // knex's pool already retried a plain SELECT it ran itself (see `retryLostReads`): not twice.
-      if (this.#context.rlsSql === undefined && PLAIN_SELECT.test(sql)) throw error
-      return this.run<R>(sql, bindings, runner)
     }
   }
 

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type pg from 'pg'
-import type { OpenConnection, RawConnection } from '../access/knex-internals.js'
+import type { OpenConnection, RawConnection } from '../access/connection-guard.js'
 import { UnavailableError } from '../errors/index.js'
 import type { Logger } from './config.js'
 import type { ConnectionTargets, HostTarget } from './config/hosts.js'
