@@ -7,6 +7,9 @@
  *
  * @packageDocumentation
  */
+// First: a missing peer dependency (pg, knex, objection) is a ConfigError that says how to install it.
+import './peers.js'
+
 export { createDatabase } from './db/create-database.js'
 export type { Database, Migrator, MigrationResult, MigrationStatus, Seeder } from './db/create-database.js'
 export type {
@@ -40,7 +43,16 @@ export type { OffsetPage, KeysetPage, PageInfo, OffsetPageRequest, KeysetPageReq
 export type { BulkOptions, BulkProgress, BulkResult } from './bulk/bulk.js'
 export { SCOPED_DATABASE_ROLE } from './access/row-level-security.js'
 export { FILTER_LIMITS } from './access/filter-compiler.js'
-export type { Filter, FieldOperators, FilterValue, LikePattern, ColumnType } from './access/filter-compiler.js'
+export type {
+  Filter,
+  FilterCondition,
+  SortKey,
+  UntypedFilter,
+  FieldOperators,
+  FilterValue,
+  LikePattern,
+  ColumnType,
+} from './access/filter-compiler.js'
 
 export type { AuditEvent, DatabaseAudit, ScopeAudit } from './audit/audit.js'
 export type { AuditVerification, AuditChainProblem } from './audit/chain.js'

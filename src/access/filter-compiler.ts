@@ -9,7 +9,8 @@ import { compileShape } from './filter-sql.js'
 import type { FilterColumn, FilterWalk } from './filter-types.js'
 import { walkFilter } from './filter-walk.js'
 
-export type { ColumnType, FieldOperators, Filter, FilterValue, LikePattern } from './filter-types.js'
+export type { ColumnType, FieldOperators, FilterValue, LikePattern, UntypedFilter } from './filter-types.js'
+export type { Filter, FilterCondition, SortKey } from './typed-filters.js'
 /** @internal */
 export type { FilterColumn, FilterWalk } from './filter-types.js'
 export { FILTER_LIMITS } from './filter-limits.js'

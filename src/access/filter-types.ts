@@ -63,23 +63,23 @@ export interface FieldOperators {
 export type FilterValue = string | number | boolean | Date
 
 /**
- * A filter: properties with a value (equality), `null` (is null) or operators, combined with `and`, `or` and
- * `not`. Only properties the model lists in `static filterable` may appear.
+ * A filter of a model whose declarations the compiler cannot see (`Filter` without a model, or a model whose
+ * `filterable` is typed as a plain record): any property name, any operator; the library checks them at run time.
  *
  * @example
  * ```ts
- * const filter: Filter = {
+ * const filter: UntypedFilter = {
  *   status: { in: ['active', 'building'] },
  *   or: [{ name: { ilike: { startsWith: 'web' } } }, { region: 'nyc3' }],
  *   not: { ipAddress: null },
  * }
  * ```
  */
-export interface Filter {
-  and?: readonly Filter[]
-  or?: readonly Filter[]
-  not?: Filter
-  [property: string]: FilterValue | null | FieldOperators | readonly Filter[] | Filter | undefined
+export interface UntypedFilter {
+  and?: readonly UntypedFilter[]
+  or?: readonly UntypedFilter[]
+  not?: UntypedFilter
+  [property: string]: FilterValue | null | FieldOperators | readonly UntypedFilter[] | UntypedFilter | undefined
 }
 
 /** A property as the compiler sees it. @internal */

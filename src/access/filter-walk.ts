@@ -56,7 +56,9 @@ function walkGroup(walk: Walk, filter: unknown, path: Field, depth: number): str
 
 function walkField(walk: Walk, key: string, value: unknown, path: Path): string {
   const column = walk.columns.get(key)
-  if (column === undefined) invalid(path, 'is not a filterable property')
+  if (column === undefined) {
+    invalid(path, `is not a filterable property (filterable: ${[...walk.columns.keys()].join(', ') || 'none'})`)
+  }
   countNode(walk.counter, path)
   if (value === null) {
     countCondition(walk.counter, path, 0)

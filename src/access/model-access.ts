@@ -160,9 +160,8 @@ export function compileSort(access: ModelAccess, sort: unknown): CompiledSort {
     const property = descending ? entry.slice(1) : entry
     const sql = access.sortable.get(property)
     if (sql === undefined || !access.sortable.has(property)) {
-      throw new ValidationError(`Invalid sort: ${field} is not a sortable property.`, [
-        { field, message: 'is not a sortable property', keyword: 'sort' },
-      ])
+      const message = `is not a sortable property (sortable: ${[...access.sortable.keys()].join(', ') || 'none'})`
+      throw new ValidationError(`Invalid sort: ${field} ${message}.`, [{ field, message, keyword: 'sort' }])
     }
     if (seen.has(property)) {
       throw new ValidationError(`Invalid sort: ${field} repeats a property.`, [

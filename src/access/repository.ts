@@ -16,7 +16,7 @@ import { checkSize } from '../pagination/requests.js'
 import type { CompiledSort, PageSource } from '../pagination/source.js'
 import { bulkCreate, bulkUpdateByFilter, bulkUpdateByIds, bulkUpdateEach, bulkUpdateStream } from './bulk-writes.js'
 import type { ScopeContext } from './enforce.js'
-import type { Filter, FilterWalk } from './filter-compiler.js'
+import type { Filter, FilterWalk, SortKey, UntypedFilter } from './filter-compiler.js'
 import { compileSort, modelAccess, type ModelAccess } from './model-access.js'
 import { StatementRunner } from './statement-runner.js'
 import { requireAccess, rowScope, whereClause, type RowScope } from './row-scope.js'
@@ -30,19 +30,22 @@ import {
   type WriteTarget,
 } from './writes.js'
 
+/** What the list and filter types read from a model class: its static declarations and its instances. */
+type ModelClassLike = { readonly prototype: unknown }
+
 /**
- * Options of {@link ScopedRepository.list}.
+ * Options of {@link ScopedRepository.list}, for the model class `C` (typed by its declarations, see {@link Filter}).
  *
  * @example
  * ```ts
- * const options: ListOptions = { filter: { status: 'active' }, sort: ['-createdAt'], limit: 20 }
+ * const options: ListOptions<typeof Droplet> = { filter: { status: 'active' }, sort: ['-createdAt'], limit: 20 }
  * ```
  */
-export interface ListOptions {
+export interface ListOptions<C extends ModelClassLike = ModelClassLike> {
   /** Which rows, on the model's `filterable` properties. ANDed with the scope: it can never widen it. */
-  readonly filter?: Filter
+  readonly filter?: Filter<C>
   /** Properties from the model's `sortable`, `-` for descending. The id is always the last tie-breaker. */
-  readonly sort?: readonly string[]
+  readonly sort?: readonly SortKey<C>[]
   /** How many rows, 1 to 100. Default 20. Not with `page`. */
   readonly limit?: number
   /** A page by number (`{ number, size }`) or by cursor (`{ size, after }` / `{ size, before }`). */
@@ -61,19 +64,19 @@ export interface ListOptions {
  * await droplets.update(one.id, { status: 'stopped' })
  * ```
  */
-export interface ScopedRepository<M extends BaseModel> {
+export interface ScopedRepository<M extends BaseModel, C extends ModelClassLike = ModelClassLike> {
   /** The row, or undefined when it does not exist or is outside the scope. */
   findById(id: string): Promise<M | undefined>
   /** The row, or a {@link NotFoundError} when it does not exist or is outside the scope. */
   getById(id: string): Promise<M>
   /** One page of rows by number: items, total (own rows: counted; whole table: estimated unless asked), pages. */
-  list(options: ListOptions & { readonly page: OffsetPageRequest }): Promise<OffsetPage<M>>
+  list(options: ListOptions<C> & { readonly page: OffsetPageRequest }): Promise<OffsetPage<M>>
   /** One page of rows after or before a cursor: items and signed cursors to go on. */
-  list(options: ListOptions & { readonly page: KeysetPageRequest }): Promise<KeysetPage<M>>
+  list(options: ListOptions<C> & { readonly page: KeysetPageRequest }): Promise<KeysetPage<M>>
   /** Rows matching the filter within the scope, sorted and limited. */
-  list(options?: ListOptions): Promise<M[]>
+  list(options?: ListOptions<C>): Promise<M[]>
   /** How many rows match the filter within the scope. */
-  count(filter?: Filter): Promise<number>
+  count(filter?: Filter<C>): Promise<number>
   /** Inserts a row. A scope with `own` create access always owns it; only `all` may set another owner. */
   create(data: PartialModelObject<M>): Promise<M>
   /** Patches a row in the scope and returns it; NotFoundError outside the scope. */
@@ -96,7 +99,7 @@ export interface ScopedRepository<M extends BaseModel> {
   ): Promise<{ updated: number; notFound: number }>
   /** One patch for every row in the scope matching a filter: how many rows changed. */
   bulkUpdate(
-    selector: { readonly filter: Filter },
+    selector: { readonly filter: Filter<C> },
     patch: PartialModelObject<M>,
     options?: BulkOptions,
   ): Promise<{ updated: number }>
@@ -248,7 +251,7 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     }
   }
 
-  async count(filter?: Filter): Promise<number> {
+  async count(filter?: UntypedFilter): Promise<number> {
     const scope = rowScope(this.#context, this.#model, 'read')
     return this.#count(scope, this.#access.filters.walk(filter), this.#statements.reader())
   }
@@ -324,12 +327,12 @@ export class Repository<M extends BaseModel> implements ScopedRepository<M> {
     options?: BulkOptions,
   ): Promise<{ updated: number; notFound: number }>
   bulkUpdate(
-    selector: { readonly filter: Filter },
+    selector: { readonly filter: UntypedFilter },
     patch: PartialModelObject<M>,
     options?: BulkOptions,
   ): Promise<{ updated: number }>
   async bulkUpdate(
-    selector: readonly string[] | AsyncIterable<string> | { readonly filter: Filter },
+    selector: readonly string[] | AsyncIterable<string> | { readonly filter: UntypedFilter },
     patch: PartialModelObject<M>,
     options?: BulkOptions,
   ): Promise<BulkResult | { updated: number } | { updated: number; notFound: number }> {

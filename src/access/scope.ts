@@ -175,13 +175,13 @@ export class Scope {
    * const droplet = await scope.repo(Droplet).getById(id)
    * ```
    */
-  repo<C extends typeof BaseModel>(modelClass: C): ScopedRepository<InstanceType<C>> {
+  repo<C extends typeof BaseModel>(modelClass: C): ScopedRepository<InstanceType<C>, C> {
     let repo = this.#repos.get(modelClass)
     if (repo === undefined) {
       repo = new Repository(this.#env.bind(modelClass), this.#context, this.#trx ?? this.#env.knex, this.#env.cursors)
       this.#repos.set(modelClass, repo)
     }
-    return repo as unknown as ScopedRepository<InstanceType<C>>
+    return repo as unknown as ScopedRepository<InstanceType<C>, C>
   }
 
   /**

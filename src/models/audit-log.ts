@@ -1,7 +1,6 @@
 import type { JSONSchema, Pojo, QueryContext } from 'objection'
 import { scopeOf } from './scope-port.js'
 import { ForbiddenError } from '../errors/index.js'
-import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from './policy.js'
 import { BaseModel } from './base-model.js'
 import { uuidv7 } from '../internal/uuid.js'
@@ -47,15 +46,15 @@ export class AuditLog extends BaseModel {
     roles: { admin: { read: 'all' }, user: { read: 'own' } },
   })
 
-  static override filterable: Readonly<Record<string, ColumnType>> = {
+  static override filterable = {
     actorId: 'uuid',
     action: 'string',
     entityType: 'string',
     entityId: 'string',
     createdAt: 'timestamp',
-  }
+  } as const
 
-  static override sortable: readonly string[] = ['createdAt']
+  static override sortable = ['createdAt'] as const
 
   declare actorId: string | null
   declare actorRole: string | null

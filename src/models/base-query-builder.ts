@@ -2,6 +2,7 @@ import type { Knex } from 'knex'
 import { QueryBuilder, type Model, type Page } from 'objection'
 import { SCOPE_KEY, scopeOf, type ScopePort } from './scope-port.js'
 import { toDataError } from '../errors/driver-errors.js'
+import { DataError } from '../errors/index.js'
 
 type BuildKnex = (this: unknown, knexBuilder: Knex.QueryBuilder) => Knex.QueryBuilder
 const objectionMethods = QueryBuilder.prototype as unknown as Record<
@@ -89,7 +90,23 @@ export class BaseQueryBuilder<M extends Model, R = M[]> extends QueryBuilder<M, 
         return await objection.call(inner)
       })
     } catch (error) {
-      throw toDataError(error)
+      throw unbound(error, this.modelClass().name) ?? toDataError(error)
     }
   }
+}
+
+/**
+ * objection's error for a query of a model class bound to no knex (`User.query()` on the imported class) as a
+ * DataError that says what to do.
+ */
+function unbound(error: unknown, model: string): DataError | undefined {
+  const message = (error as { message?: unknown } | null)?.message
+  if (typeof message !== 'string' || !message.startsWith('no database connection available for a query')) return
+  return new DataError(
+    'DATA_ERROR',
+    `${model} is not bound to a database: query it through db.model(${model}).query() (unscoped), or through ` +
+      `db.scope(actor).repo(${model}) for a user.`,
+    500,
+    { cause: error },
+  )
 }

@@ -1,8 +1,6 @@
 import type { JSONSchema, RelationMappings } from 'objection'
-import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from './policy.js'
 import { BaseModel } from './base-model.js'
-import type { EncryptedColumnOptions } from '../crypto/columns.js'
 import { User } from './user.js'
 
 /**
@@ -67,12 +65,12 @@ export class Droplet extends BaseModel {
   }
 
   /** The Windows administrator password, encrypted at rest (`admin_password_ciphertext`); read it to decrypt it. */
-  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> | undefined = { adminPassword: {} }
+  static override encrypted = { adminPassword: {} } as const
 
   /** Users reach their own droplets; admins every droplet. */
   static override policy: Policy = definePolicy({ owner: ownedBy('userId') })
 
-  static override filterable: Readonly<Record<string, ColumnType>> = {
+  static override filterable = {
     id: 'uuid',
     userId: 'uuid',
     name: 'string',
@@ -82,9 +80,9 @@ export class Droplet extends BaseModel {
     ipAddress: 'inet',
     createdAt: 'timestamp',
     updatedAt: 'timestamp',
-  }
+  } as const
 
-  static override sortable: readonly string[] = ['createdAt', 'updatedAt', 'name', 'region', 'size', 'status']
+  static override sortable = ['createdAt', 'updatedAt', 'name', 'region', 'size', 'status'] as const
 
   static override relationMappings = (): RelationMappings => ({
     owner: {

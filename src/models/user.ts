@@ -1,8 +1,6 @@
 import type { JSONSchema, Pojo, RelationMappings } from 'objection'
-import type { ColumnType } from '../access/filter-compiler.js'
 import { definePolicy, ownedBy, type Policy } from './policy.js'
 import { BaseModel } from './base-model.js'
-import type { EncryptedColumnOptions } from '../crypto/columns.js'
 import { Droplet } from './droplet.js'
 
 /**
@@ -42,9 +40,9 @@ export class User extends BaseModel {
   }
 
   /** The cloud API token, encrypted at rest (`api_token_ciphertext`), with a blind index for lookups by value. */
-  static override encrypted: Readonly<Record<string, EncryptedColumnOptions>> | undefined = {
+  static override encrypted = {
     apiToken: { blindIndex: true },
-  }
+  } as const
 
   /**
    * A user reads and updates their own row, but never its role, active flag, password hash or API token; admins do
@@ -59,16 +57,16 @@ export class User extends BaseModel {
   /** The password hash never reaches an audit row: a change to it is recorded as redacted. */
   static override secretFields: readonly string[] = ['passwordHash']
 
-  static override filterable: Readonly<Record<string, ColumnType>> = {
+  static override filterable = {
     id: 'uuid',
     email: 'string',
     username: 'string',
     role: 'string',
     isActive: 'boolean',
     createdAt: 'timestamp',
-  }
+  } as const
 
-  static override sortable: readonly string[] = ['createdAt', 'email', 'username']
+  static override sortable = ['createdAt', 'email', 'username'] as const
 
   static override relationMappings = (): RelationMappings => ({
     droplets: {

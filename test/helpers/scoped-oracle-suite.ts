@@ -555,7 +555,7 @@ export function scopedOracleSuite<
             const read = async (): Promise<[InstanceType<C>[], number]> => {
               const both = async (scope: Scope): Promise<[InstanceType<C>[], number]> => [
                 await scope.repo(Model).list(options),
-                await scope.repo(Model).count(filter),
+                await scope.repo(Model).count(filter as never),
               ]
               return inTransaction ? actor.scope().transaction(both) : both(actor.scope())
             }
@@ -566,7 +566,12 @@ export function scopedOracleSuite<
               if (!(error instanceof OracleInvalid)) throw error
               // Only the condition limit can make a generated filter invalid.
               await expectValidationError(read())
-              await expectValidationError(actor.scope().repo(Model).count(filter))
+              await expectValidationError(
+                actor
+                  .scope()
+                  .repo(Model)
+                  .count(filter as never),
+              )
               return
             }
             const [listed, counted] = await read()

@@ -204,7 +204,8 @@ for (const rls of [false, true]) {
         db
           .scope(alice)
           .repo(Droplet)
-          .list({ filter: { adminPassword: 'Pa55-one!' } }),
+          // adminPassword has no blind index: the types refuse it, and so does the run time.
+          .list({ filter: { adminPassword: 'Pa55-one!' } as never }),
       ).rejects.toBeInstanceOf(ValidationError)
     })
 

@@ -1,13 +1,18 @@
 import { execFile } from 'node:child_process'
-import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { access, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 
 const run = promisify(execFile)
+const exists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  )
 const root = resolve(__dirname, '../..')
 let host: string
 let testDb: TestDatabase
@@ -136,6 +141,51 @@ const primitivesExpected = {
 }
 
 describe('the packed package', () => {
+  it('ships the sources its maps point at: every source map resolves to a file in the package', async () => {
+    const installed = join(host, 'node_modules', '@wincloud', 'data')
+    const maps = (await readdir(join(installed, 'dist'), { recursive: true })).filter((file) => file.endsWith('.map'))
+    expect(maps.length).toBeGreaterThan(50)
+    const unresolved: string[] = []
+    for (const map of maps) {
+      const { sources } = JSON.parse(await readFile(join(installed, 'dist', map), 'utf8')) as { sources: string[] }
+      for (const source of sources) {
+        const target = resolve(dirname(join(installed, 'dist', map)), source)
+        if (!target.startsWith(installed) || !(await exists(target))) unresolved.push(`${map} → ${source}`)
+      }
+    }
+    expect(unresolved).toEqual([])
+  })
+
+  it('says which peer dependency is missing, and how to install it, from CommonJS and from an ES module', async () => {
+    // The same install without pg: a host that forgot it.
+    const bare = await mkdtemp(join(tmpdir(), 'wincloud-no-pg-'))
+    try {
+      await cp(host, bare, { recursive: true })
+      await rm(join(bare, 'node_modules', 'pg'), { recursive: true, force: true })
+      const load = async (args: string[]): Promise<string> => {
+        try {
+          await run(process.execPath, args, { cwd: bare })
+        } catch (error) {
+          return String((error as { stderr?: unknown }).stderr)
+        }
+        throw new Error('the package loaded without pg')
+      }
+      for (const stderr of [
+        await load(['-e', "require('@wincloud/data')"]),
+        await load(['--input-type=module', '-e', "await import('@wincloud/data')"]),
+      ]) {
+        expect(stderr).toContain('ConfigError')
+        expect(stderr).toContain('Invalid configuration: dependencies are missing: @wincloud/data needs pg')
+        expect(stderr).toContain('npm install pg@^8.11.0')
+        expect(stderr).not.toContain("Cannot find module 'pg'")
+      }
+      // The entries that need no database load without it.
+      await run(process.execPath, ['-e', "require('@wincloud/data/passwords')"], { cwd: bare })
+    } finally {
+      await rm(bare, { recursive: true, force: true })
+    }
+  })
+
   it('works from an ES module', async () => {
     await writeFile(
       join(host, 'esm.mjs'),

@@ -22,6 +22,7 @@ import {
   type KeysetPage,
   type ListOptions,
   type Scope,
+  type SortKey,
 } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
 
@@ -128,7 +129,8 @@ afterAll(async () => {
 const aliceScope = (): Scope => db.scope(alice)
 const ids = (page: { items: { id: string }[] }): string[] => page.items.map((r) => r.id)
 /** A list call, typed loosely: the requests below are deliberately wrong. */
-const listWith = (scope: Scope, options: unknown): Promise<unknown> => scope.repo(Droplet).list(options as ListOptions)
+const listWith = (scope: Scope, options: unknown): Promise<unknown> =>
+  scope.repo(Droplet).list(options as ListOptions<typeof Droplet>)
 
 /** Runs `work` and returns what it threw (undefined when it did not) and how many SQL statements it sent. */
 async function outcome(work: () => Promise<unknown>, on: Database = db): Promise<{ error: unknown; queries: number }> {
@@ -198,8 +200,8 @@ async function columnText(id: string, column: 'created_at' | 'updated_at'): Prom
   return rows[0]!.t
 }
 
-const ACTIVE = { status: 'active' } as const satisfies Filter
-const NEWEST_FIRST = ['-createdAt']
+const ACTIVE = { status: 'active' } as const satisfies Filter<typeof Droplet>
+const NEWEST_FIRST: readonly SortKey<typeof Droplet>[] = ['-createdAt']
 
 /** A cursor of alice's active droplets, newest first, one per page: the end cursor of the first page. */
 async function aliceCursor(): Promise<{ first: KeysetPage<Droplet>; cursor: string }> {
@@ -334,7 +336,7 @@ describe('a cursor is bound to its sort, filter and actor', () => {
     expect(ids(back)).toEqual([])
   })
 
-  const OTHER_SORTS: (string[] | undefined)[] = [
+  const OTHER_SORTS: (SortKey<typeof Droplet>[] | undefined)[] = [
     ['createdAt'],
     ['-updatedAt'],
     ['-createdAt', 'name'],
@@ -355,7 +357,7 @@ describe('a cursor is bound to its sort, filter and actor', () => {
     },
   )
 
-  const OTHER_FILTERS: { label: string; filter: Filter | undefined }[] = [
+  const OTHER_FILTERS: { label: string; filter: Filter<typeof Droplet> | undefined }[] = [
     { label: 'the same shape, another value', filter: { status: 'stopped' } },
     { label: 'another property', filter: { region: 'nyc3' } },
     { label: 'one more condition', filter: { status: 'active', region: 'nyc3' } },
@@ -545,7 +547,7 @@ describe('signing secrets rotate: the first signs, all verify', () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe('what a cursor reveals', () => {
-  const SECRET_FILTERS: { label: string; filter: Filter; secrets: string[] }[] = [
+  const SECRET_FILTERS: { label: string; filter: Filter<typeof Droplet>; secrets: string[] }[] = [
     { label: 'name equals', filter: { name: 'secret-name-123' }, secrets: ['secret-name-123'] },
     {
       label: 'name in',
@@ -559,7 +561,7 @@ describe('what a cursor reveals', () => {
       secrets: ['secret-name-123', '10.98.76.54'],
     },
   ]
-  const SORTS = [['-createdAt'], ['status', 'createdAt'], ['-updatedAt', 'region']]
+  const SORTS: SortKey<typeof Droplet>[][] = [['-createdAt'], ['status', 'createdAt'], ['-updatedAt', 'region']]
 
   it.each(SECRET_FILTERS)(
     'holds no filter value ($label), in the cursor or its decoded payload',
@@ -707,7 +709,7 @@ describe('timestamps keep their microseconds', () => {
     ['updatedAt', tock, tick],
   ] as const) {
     for (const descending of [false, true]) {
-      const sort = [descending ? `-${property}` : property]
+      const sort: SortKey<typeof Droplet>[] = [descending ? `-${property}` : property]
       it(`returns both across a page boundary at size 1, sorted by ${sort[0]!}, forward and backward`, async () => {
         const [a, b] = (descending ? [later, earlier] : [earlier, later]).map((i) => carolIds[i]!) as [string, string]
         const repo = carolRepo()
@@ -730,7 +732,8 @@ describe('timestamps keep their microseconds', () => {
 
   it('pages through eight rows within one millisecond one at a time, each once', async () => {
     const repo = aliceScope().repo(Droplet)
-    for (const sort of [['createdAt'], ['-createdAt'], ['updatedAt'], ['-updatedAt']]) {
+    const sorts: SortKey<typeof Droplet>[][] = [['createdAt'], ['-createdAt'], ['updatedAt'], ['-updatedAt']]
+    for (const sort of sorts) {
       const seen: string[] = []
       let after: string | undefined
       for (let i = 0; i < 20; i += 1) {

@@ -51,7 +51,8 @@ const SEED = process.env.WINCLOUD_PROPERTY_SEED ? Number(process.env.WINCLOUD_PR
 
 /** Droplet with its nullable `ipAddress` sortable too (same table, same policy): pages over NULL sort keys. */
 class IpSortedDroplet extends Droplet {
-  static override sortable: readonly string[] = [...Droplet.sortable, 'ipAddress']
+  // Typed as Droplet's declaration: a subclass's static must fit the base's `as const` tuple, which has no ipAddress.
+  static override sortable = [...Droplet.sortable, 'ipAddress'] as unknown as typeof Droplet.sortable
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import {
   User,
   ValidationError,
   type Database,
+  type Filter,
 } from '../../src/index.js'
 import { adminQuery, openTestDatabase, createApplicationRole } from '../helpers/database.js'
 
@@ -295,12 +296,13 @@ describe.each([false, true])('the audit tables against the application role (rls
       expect(await repo.findById(id)).toBeUndefined()
       await expect(repo.getById(id)).rejects.toBeInstanceOf(NotFoundError)
     }
-    for (const filter of [
+    const filters: Filter<typeof AuditLog>[] = [
       { actorId: bob.id },
       { or: [{ actorId: bob.id }, { action: 'admin.note' }] },
       { not: { actorId: alice.id } },
       { action: 'admin.note' },
-    ]) {
+    ]
+    for (const filter of filters) {
       expect(await repo.list({ filter }), JSON.stringify(filter)).toEqual([])
       expect(await repo.count(filter), JSON.stringify(filter)).toBe(0)
       expect((await repo.list({ filter, page: { size: 50 } })).items).toEqual([])

@@ -50,9 +50,9 @@ describe.each([false, true])('replayed and forged cursors (rls: %s)', (rls) => {
   let others: Database[] = []
   /** A cursor of Alice's, with the options that made it. */
   let cursor: string
-  const options = { filter: { status: 'active' }, sort: ['name'] } satisfies ListOptions
+  const options = { filter: { status: 'active' }, sort: ['name'] } satisfies ListOptions<typeof Droplet>
 
-  const page = (scope: Scope, after: unknown, extra: Partial<ListOptions> = {}) =>
+  const page = (scope: Scope, after: unknown, extra: Partial<ListOptions<typeof Droplet>> = {}) =>
     scope.repo(Droplet).list({ ...options, ...extra, page: { size: 2, after: after as string } })
 
   /** Checks one refusal: an InvalidCursorError that says nothing about the cursor or what it points at. */
@@ -153,7 +153,7 @@ describe.each([false, true])('replayed and forged cursors (rls: %s)', (rls) => {
 
   it('is refused with another sort, filter or model', async () => {
     const scope = db.scope(alice)
-    const variants: [string, Partial<ListOptions>][] = [
+    const variants: [string, Partial<ListOptions<typeof Droplet>>][] = [
       ['sort descending', { sort: ['-name'] }],
       ['sort by another key', { sort: ['region'] }],
       ['sort with a second key', { sort: ['name', 'createdAt'] }],

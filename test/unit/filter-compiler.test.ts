@@ -266,7 +266,9 @@ describe('the limits of a filter', () => {
   })
 })
 
-const NOT_FILTERABLE = 'is not a filterable property'
+// The message lists what may be filtered (the blind-indexed encrypted properties among them), never the caller's text.
+const NOT_FILTERABLE =
+  'is not a filterable property (filterable: id, userId, name, region, size, status, ipAddress, createdAt, updatedAt)'
 const notAnOperator = (type: string): string => `is not an operator for ${type} properties`
 const STATUSES = 'must be one of: building, active, stopped, error, deleted'
 const TIMESTAMP = 'must be a Date or an ISO 8601 timestamp in years 1 to 9999'
@@ -329,9 +331,13 @@ describe('sorts compiled to SQL', () => {
 
   it('refuses properties the model does not list as sortable, even filterable ones', () => {
     const access = modelAccess(Droplet)
-    expect(() => compileSort(access, ['userId'])).toThrow('Invalid sort: sort[0] is not a sortable property.')
+    // The message lists what may be asked for, never echoing the caller's text.
+    const sortable = '(sortable: createdAt, updatedAt, name, region, size, status)'
+    expect(() => compileSort(access, ['userId'])).toThrow(
+      `Invalid sort: sort[0] is not a sortable property ${sortable}.`,
+    )
     expect(() => compileSort(access, ['name', '-toString'])).toThrow(
-      'Invalid sort: sort[1] is not a sortable property.',
+      `Invalid sort: sort[1] is not a sortable property ${sortable}.`,
     )
     expect(() => compileSort(access, ['name', '-name'])).toThrow('Invalid sort: sort[1] repeats a property.')
     expect(() => compileSort(access, 'name')).toThrow('Invalid sort: must be a list of property names.')

@@ -37,10 +37,11 @@ import {
   isDataError,
   type Database,
   type DropletStatus,
-  type FieldOperators,
+  type FilterCondition,
   type Filter,
   type RequestMeta,
   type Scope,
+  type SortKey,
   type ValidationDetail,
 } from '@wincloud/data'
 
@@ -253,9 +254,11 @@ export function createApp(db: Database, options: AppOptions): express.Express {
     authenticate,
     handle(async (req, res) => {
       const q = queryOf(req, DROPLET_QUERY)
-      const filter: Filter = {
-        // `?status=active` or `?status=active,stopped`; the library checks the values against the enum.
-        status: q.status === undefined ? undefined : q.status.includes(',') ? { in: q.status.split(',') } : q.status,
+      // `?status=active` or `?status=active,stopped`. The casts only inform the compiler: the library checks every
+      // value of a filter and a sort at run time (a ValidationError naming what is allowed).
+      const statuses = q.status?.split(',') as DropletStatus[] | undefined
+      const filter: Filter<typeof Droplet> = {
+        status: statuses === undefined ? undefined : statuses.length > 1 ? { in: statuses } : statuses[0],
         region: q.region,
         name: q.name === undefined ? undefined : { ilike: { contains: q.name } },
         createdAt: rangeOf(q.createdAfter, q.createdBefore),
@@ -332,7 +335,7 @@ export function createApp(db: Database, options: AppOptions): express.Express {
       const q = queryOf(req, AUDIT_QUERY)
       const scope = scopeOf(req)
       // The caller's own trail by default. The scope still decides: a user asking for someone else's gets nothing.
-      const filter: Filter = {
+      const filter: Filter<typeof AuditLog> = {
         actorId: q.actorId ?? scope.actor?.id,
         action: q.action,
         entityType: q.entityType,
@@ -425,8 +428,8 @@ function queryOf<K extends string>(req: Request, allowed: readonly K[]): Partial
 }
 
 /** `?sort=-createdAt,name` → `['-createdAt', 'name']`; the library checks each name against the model's sortable. */
-function sortOf(sort: string | undefined): string[] | undefined {
-  return sort?.split(',')
+function sortOf(sort: string | undefined): SortKey<typeof Droplet>[] | undefined {
+  return sort?.split(',') as SortKey<typeof Droplet>[] | undefined
 }
 
 /** `?size=20` → 20. Not a number, or not an integer from 1 to 100, is the library's ValidationError. */
@@ -435,7 +438,7 @@ function sizeOf(size: string | undefined): number | undefined {
 }
 
 /** `?createdAfter=…&createdBefore=…` → `{ gte, lt }` with the bounds that were given (the library checks them). */
-function rangeOf(from: string | undefined, to: string | undefined): FieldOperators | undefined {
+function rangeOf(from: string | undefined, to: string | undefined): FilterCondition<'timestamp', false> | undefined {
   if (from === undefined && to === undefined) return undefined
   return { ...(from === undefined ? {} : { gte: from }), ...(to === undefined ? {} : { lt: to }) }
 }
