@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { quoteIdentifier } from '../internal/identifiers.js'
 import type { Knex } from 'knex'
 import type { PartialModelObject } from 'objection'
@@ -22,6 +23,10 @@ import { inTransactions, planIds, planRowGroups, type BulkRunner, type RowGroup 
  * The bulk writes of a scoped repository: bulk/ plans them (ids in lock order, chunks, transactions), and each
  * chunk is one statement of the audited-write builder (writes.ts) with the scope's row condition (row-scope.ts).
  */
+
+/** A patch that is an object (anything else is refused by `patchColumns`, with its own message). */
+const isPatchObject = (patch: unknown): patch is Record<string, unknown> =>
+  typeof patch === 'object' && patch !== null && !Array.isArray(patch)
 
 /** Bind parameters one insert statement may use, well under PostgreSQL's 65,535. */
 const MAX_BINDINGS = 60_000
@@ -96,6 +101,17 @@ export async function bulkUpdateByIds(
   patch: unknown,
   options?: BulkOptions,
 ): Promise<BulkResult> {
+  // An encrypted value is encrypted for each row, bound to it: the patch becomes one row each, in the statement shape
+  // of bulkUpdateEach (chunked, locked in id order, audited).
+  if (isPatchObject(patch) && !Object.hasOwn(patch, 'id') && namesEncrypted(target.model, patch)) {
+    const { sorted, notFound } = planIds(ids)
+    const each = await bulkUpdateEach(
+      target,
+      sorted.map((id) => ({ ...patch, id })),
+      options,
+    )
+    return { updated: each.updated, notFound: [...notFound, ...each.notFound].sort() }
+  }
   const scope = rowScope(target.context, target.model, 'update')
   const { chunkSize, transaction, onProgress } = checkBulkOptions(options)
   const { columns, values } = patchColumns(target, patch)
@@ -153,7 +169,9 @@ export async function bulkUpdateStream(
       { field: 'transaction', message: "must be 'chunk' for a stream of ids" },
     ])
   }
-  patchColumns(target, patch)
+  // Checked before the stream is read; an encrypted value is checked as it will be written, for a row of its own.
+  const encrypted = isPatchObject(patch) && namesEncrypted(target.model, patch)
+  patchColumns(target, patch, 'bulk', encrypted ? randomUUID() : undefined)
   let updated = 0
   let notFound = 0
   let chunk = 0
@@ -191,6 +209,13 @@ export async function bulkUpdateByFilter(
 ): Promise<{ updated: number }> {
   const scope = rowScope(target.context, target.model, 'update')
   const { chunkSize, transaction, onProgress } = checkBulkOptions(options)
+  if (isPatchObject(patch) && namesEncrypted(target.model, patch)) {
+    const property = Object.keys(patch).find((key) => namesEncrypted(target.model, { [key]: true })) ?? 'patch'
+    throw new ValidationError(
+      `${target.model.name}.${property} is encrypted for each row: bulkUpdate it by ids (a list or a stream), not by filter.`,
+      [{ field: property, message: 'is encrypted for each row: update by ids' }],
+    )
+  }
   const { columns, values } = patchColumns(target, patch)
   const a = target.access
   const shape = await shapeOf(target)

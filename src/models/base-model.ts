@@ -217,7 +217,7 @@ export class BaseModel extends Model {
     const rowId = typeof this.id === 'string' ? this.id : rowIdHint(this)
     if (rowId === undefined) {
       throw new ValidationError(
-        `${modelClass.name}.${given[0]!.property} is encrypted for its row: write it with create, update or bulkUpdateEach.`,
+        `${modelClass.name}.${given[0]!.property} is encrypted for its row: write it with create, update, bulkUpdate by ids or bulkUpdateEach.`,
         [{ field: given[0]!.property, message: 'can only be written to one known row at a time' }],
       )
     }

@@ -116,14 +116,62 @@ for (const rls of [false, true]) {
       expect(owner!.apiToken).toBe('tok-alice-123')
     })
 
-    it('refuses one patch of an encrypted field for many rows, and changes nothing', async () => {
+    it('bulkUpdate by ids encrypts one patch per row, each value bound to its own row', async () => {
+      const repo = db.scope(alice).repo(Droplet)
+      const [a, b] = await repo.bulkCreate([
+        { name: 'bulk-enc-a', region: 'nyc3', size: 's', adminPassword: 'old-a' },
+        { name: 'bulk-enc-b', region: 'nyc3', size: 's' },
+      ])
+      const missing = '01a21233-1405-73d4-acaf-6da954af9e1d'
+      const result = await repo.bulkUpdate([b!.id, a!.id, missing, 'not-a-uuid'], {
+        adminPassword: 'rotated-together',
+        status: 'stopped',
+      })
+      expect(result.updated).toEqual([a!.id, b!.id].sort())
+      expect([...result.notFound].sort()).toEqual([missing, 'not-a-uuid'].sort())
+      // One plaintext, two envelopes: each bound to its row (moving one to the other row would not decrypt).
+      const [envelopeA, envelopeB] = [await stored(a!.id), await stored(b!.id)]
+      expect(envelopeA).toMatch(/^v1\./)
+      expect(envelopeB).toMatch(/^v1\./)
+      expect(envelopeA).not.toBe(envelopeB)
+      for (const id of [a!.id, b!.id]) {
+        const row = await repo.getById(id)
+        expect([row.adminPassword, row.status]).toEqual(['rotated-together', 'stopped'])
+      }
+      // A stream of ids, chunk by chunk, the same way.
+      async function* ids(): AsyncIterable<string> {
+        for (const id of [a!.id, b!.id]) yield await Promise.resolve(id)
+      }
+      expect(await repo.bulkUpdate(ids(), { adminPassword: 'streamed' }, { chunkSize: 1 })).toEqual({
+        updated: 2,
+        notFound: 0,
+      })
+      expect((await repo.getById(b!.id)).adminPassword).toBe('streamed')
+      // Another user's droplet is not found and keeps its value.
+      const bob = await db
+        .system('test')
+        .repo(User)
+        .create({ email: 'bob-enc@example.com', username: 'bob_enc', passwordHash: 'x' })
+      const theirs = await db
+        .scope(bob)
+        .repo(Droplet)
+        .create({ name: 'theirs', region: 'nyc3', size: 's', adminPassword: 'bobs' })
+      expect(await repo.bulkUpdate([theirs.id], { adminPassword: 'taken' })).toEqual({
+        updated: [],
+        notFound: [theirs.id],
+      })
+      expect((await db.scope(bob).repo(Droplet).getById(theirs.id)).adminPassword).toBe('bobs')
+    })
+
+    it('refuses one patch of an encrypted field by filter, saying to update by ids, and changes nothing', async () => {
       const repo = db.scope(alice).repo(Droplet)
       const created = await repo.create({ name: 'many', region: 'nyc3', size: 's', adminPassword: 'keep-me' })
       const before = await stored(created.id)
-      await expect(repo.bulkUpdate([created.id], { adminPassword: 'nope' })).rejects.toBeInstanceOf(ValidationError)
-      await expect(repo.bulkUpdate({ filter: { name: 'many' } }, { adminPassword: 'nope' })).rejects.toBeInstanceOf(
-        ValidationError,
-      )
+      const byFilter = repo.bulkUpdate({ filter: { name: 'many' } }, { adminPassword: 'nope' })
+      await expect(byFilter).rejects.toBeInstanceOf(ValidationError)
+      await expect(byFilter).rejects.toThrow(/Droplet\.adminPassword is encrypted for each row: bulkUpdate it by ids/)
+      // A bad encrypted value is refused before anything is written, by ids too.
+      await expect(repo.bulkUpdate([created.id], { adminPassword: '' })).rejects.toBeInstanceOf(ValidationError)
       expect(await stored(created.id)).toBe(before)
     })
 
