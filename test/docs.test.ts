@@ -102,6 +102,8 @@ const SHIMS = `declare module 'express' {
   export type ErrorRequestHandler = (err: any, req: Request, res: Response, next: NextFunction) => void | Promise<void>
   export interface Express {
     get(path: string, ...handlers: RequestHandler[]): this
+    post(path: string, ...handlers: RequestHandler[]): this
+    patch(path: string, ...handlers: RequestHandler[]): this
     use(...handlers: (RequestHandler | ErrorRequestHandler)[]): this
     listen(port: number): Server
   }
