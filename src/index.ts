@@ -11,7 +11,16 @@
 import './peers.js'
 
 export { createDatabase } from './db/create-database.js'
-export type { Database, Migrator, MigrationResult, MigrationStatus, Seeder } from './db/create-database.js'
+export type {
+  Database,
+  Migrator,
+  MigrationResult,
+  MigrationStatus,
+  RollbackDependent,
+  RollbackPlan,
+  RollbackTable,
+  Seeder,
+} from './db/create-database.js'
 export type {
   DatabaseConfig,
   ConnectionOptions,

@@ -17,7 +17,7 @@ interface PooledClient {
   __wincloud_lastUsed?: number
   /** Queries sent and not yet settled, kept by {@link guardConnections}. */
   __wincloud_busy?: number
-  on(event: 'end', listener: () => void): unknown
+  on(event: 'end' | 'error', listener: (error?: unknown) => void): unknown
   connection?: { stream?: { destroy?: () => void } }
 }
 
@@ -123,6 +123,28 @@ export function guardConnections(knex: Knex, guard: ConnectionGuard): void {
     acquireRawConnection(): Promise<PooledClient>
     validateConnection(connection: PooledClient): boolean | Promise<boolean>
     destroyRawConnection(connection: PooledClient): Promise<void>
+    _acquireOnlyConnection(): Promise<PooledClient>
+    connectionSettings: unknown
+    driver: { Client: new (settings: unknown) => PooledClient & { connect(): Promise<void> } }
+  }
+  // knex's own making of a connection (knex 3.1–3.3, PostgreSQL dialect), plus what it leaves out: a connection whose
+  // connect failed (a timeout, a refused password, a TLS mismatch) has its socket cut, instead of lingering half open
+  // until the server gives up on it and keeping the process alive meanwhile.
+  client._acquireOnlyConnection = async () => {
+    const connection = new client.driver.Client(client.connectionSettings)
+    connection.on('error', (error?: unknown) => {
+      connection.__knex__disposed = error
+    })
+    connection.on('end', (error?: unknown) => {
+      connection.__knex__disposed = error ?? 'Connection ended unexpectedly'
+    })
+    try {
+      await connection.connect()
+    } catch (error) {
+      cutSocket(connection)
+      throw error
+    }
+    return connection
   }
   const open = new Set<PooledClient>()
   const acquire = client.acquireRawConnection.bind(client)

@@ -81,7 +81,8 @@ Encryption keys come from WINCLOUD_ENCRYPTION: the JSON of the encryption config
   -v, --version       print the version
 
 Exit codes: 0 success, 1 the command failed (database unreachable, migration error, …), 2 bad usage,
-3 a check failed: the audit log's hash chain is broken (audit verify) or the database is unhealthy (health).`
+3 a check failed: the audit log's hash chain is broken (audit verify), or the database is unhealthy or could not be
+checked at all (health).`
 
 /** The help of the command named `topic`; the main help for any other topic. */
 function helpText(topic: string | undefined): string {

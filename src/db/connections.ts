@@ -38,6 +38,8 @@ export function knexConfig(
       application_name: config.applicationName,
       types: typeParsers,
       keepAlive: true,
+      // A server that never answers the handshake is given up on (and its socket cut) instead of held open.
+      connectionTimeoutMillis: createTimeout,
       ...(config.pool.queryTimeoutMs > 0 ? { query_timeout: config.pool.queryTimeoutMs } : {}),
     } as Knex.PgConnectionConfig,
     pool: {

@@ -16,25 +16,32 @@ import { auditStamp, type AuditStamp } from '../audit/recorder.js'
 import { createDatabaseCrypto, type DatabaseCrypto } from '../jobs/rotation.js'
 import { registerKeyring } from '../crypto/columns.js'
 import { createAuth, type DatabaseAuth } from '../auth/login.js'
-import { ConfigError, isDataError, UnavailableError } from '../errors/index.js'
+import { ConfigError } from '../errors/index.js'
 import { describeConnection } from '../internal/redact.js'
 import type { BaseModel } from '../models/base-model.js'
 import { CursorCodec } from '../pagination/cursor-codec.js'
 import { User } from '../models/user.js'
 import { parseConfig, type DatabaseConfig, type ResolvedConfig } from './config.js'
-import { toDataError } from '../errors/driver-errors.js'
 import { startEmbeddedPostgres, type EmbeddedServer } from './embedded-postgres.js'
 import type { HealthOptions, HealthReport } from '../observability/health.js'
 import { renderMetrics } from '../observability/prometheus.js'
 import type { DatabaseStats } from '../observability/query-stats.js'
 import { closeDatabase, type ClosableParts } from './close.js'
+import { connectAttempt, connectError } from './connect-errors.js'
 import { connectionTargets, connectReplicas, healthCheckConnection, knexConfig, openKnex } from './connections.js'
 import { PrimaryLocator, type PrimaryStatus } from './primary.js'
 import { createMigrator, type Migrator } from './migrator.js'
 import { startMonitoring } from './monitoring.js'
 import { createSeeder, type Seeder } from './seeder.js'
 
-export type { MigrationResult, MigrationStatus, Migrator } from './migrator.js'
+export type {
+  MigrationResult,
+  MigrationStatus,
+  Migrator,
+  RollbackDependent,
+  RollbackPlan,
+  RollbackTable,
+} from './migrator.js'
 export type { Seeder } from './seeder.js'
 
 /**
@@ -241,9 +248,12 @@ export async function createDatabase(config?: DatabaseConfig): Promise<Database>
   } catch (error) {
     await knex.destroy().catch(() => undefined)
     await server?.stop()
-    const mapped = toDataError(error)
-    if (isDataError(mapped) && !(mapped instanceof UnavailableError)) throw mapped
-    throw new UnavailableError(`Could not connect to PostgreSQL at ${connectionInfo}.`, { cause: error })
+    // What went wrong, where (every host of a host list), and what to do; how long the connection was given.
+    const waitedMs = Math.min(
+      knexSettings.acquireConnectionTimeout ?? Infinity,
+      knexSettings.pool?.createTimeoutMillis ?? Infinity,
+    )
+    throw connectError(error, connectAttempt(connection, waitedMs))
   }
   resolved.logger?.info({ database: connectionInfo, embedded: server !== undefined }, 'database connected')
   const healthConnection = healthCheckConnection(knexSettings, resolved.applicationName, locator)

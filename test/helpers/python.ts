@@ -1,23 +1,13 @@
 import { execFileSync } from 'node:child_process'
+import { needs, pythonFor } from './tools.js'
 
 /**
  * A python3 that has the WinCloud backend's libraries (Debian's python3-cryptography, python3-passlib,
- * python3-bcrypt), or undefined. CI installs them, so there a missing one fails the run instead of skipping.
+ * python3-bcrypt), or undefined: the `python-backend` tool of ./tools.ts. A suite that runs Python decides with
+ * `needs('python-backend', ...)`; CI installs the libraries, so there a missing one fails the run already here.
  */
-function findPython(): string | undefined {
-  for (const candidate of ['/usr/bin/python3', 'python3']) {
-    try {
-      execFileSync(candidate, ['-c', 'import cryptography, passlib, bcrypt'], { stdio: 'ignore' })
-      return candidate
-    } catch {
-      // try the next one
-    }
-  }
-  if (process.env.CI) throw new Error('python3 with cryptography, passlib and bcrypt is required in CI')
-  return undefined
-}
-
-export const python = findPython()
+export const python = pythonFor('python-backend')
+if (process.env.CI) needs('python-backend', 'the tests that run the Python backend')
 
 /** Runs a Python snippet with JSON input on stdin (as `data`) and returns its JSON output. */
 export function runPython<T>(code: string, data: unknown = null): T {

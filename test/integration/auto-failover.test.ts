@@ -1,19 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { missingAutoFailover, startAutoFailover, type AutoFailover } from '../../scripts/auto-failover.js'
+import { startAutoFailover, type AutoFailover } from '../../scripts/auto-failover.js'
 import { createDatabase, Droplet, UnavailableError, User, type Database } from '../../src/index.js'
+import { needs } from '../helpers/tools.js'
 
 /**
  * Failover driven by a real HA manager: pg_auto_failover (Debian's postgresql-15-auto-failover) with a monitor and two
  * PostgreSQL 15 nodes on loopback. The library is given the URI the monitor prints (a libpq host list with
  * target_session_attrs=read-write) and must follow `pg_autoctl perform failover` by itself while a writer writes.
  */
-const missing = missingAutoFailover()
-if (missing.length > 0 && process.env.CI) throw new Error(`the pg_auto_failover test needs ${missing.join(', ')}`)
-const suite = missing.length > 0 ? describe.skip : describe
-if (missing.length > 0) {
-  console.warn(`pg_auto_failover test skipped: missing ${missing.join(', ')} (Debian: postgresql-15-auto-failover)`)
-}
+const suite = needs('pg-auto-failover', 'the pg_auto_failover test') ? describe : describe.skip
 
 suite('failover with pg_auto_failover', () => {
   let formation: AutoFailover

@@ -1,20 +1,17 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { existsSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startRedis, type RedisServer } from '../../scripts/topology.js'
 import { ConfigError, Droplet, User, type Database } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
+import { needs } from '../helpers/tools.js'
 
 /**
  * The Redis read cache against a real redis-server on loopback. A read served from the cache is told by the
  * database: the row is changed behind the library's back (raw SQL, which invalidates nothing), so a cached read
  * still shows the old value and a database read the new one.
  */
-const REDIS = process.env.WINCLOUD_REDIS_SERVER ?? '/usr/bin/redis-server'
-if (!existsSync(REDIS) && process.env.CI) throw new Error(`the cache tests need ${REDIS}`)
-const suite = existsSync(REDIS) ? describe : describe.skip
-if (!existsSync(REDIS)) console.warn(`cache tests skipped: ${REDIS} not found`)
+const suite = needs('redis', 'the cache tests') ? describe : describe.skip
 
 suite('the Redis read cache', () => {
   let redis: RedisServer

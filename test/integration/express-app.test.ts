@@ -1,24 +1,26 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { once } from 'node:events'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hashPassword, User, type Database } from '../../src/index.js'
 import { fastHash, openTestDatabase } from '../helpers/database.js'
+import { packedExample, type PackedExample } from '../helpers/packed.js'
 
 /*
- * The example runs as its README says (`tsx src/server.ts`, here with PORT=0 for a free port), as its own process,
- * against this file's database. Its imports of `@wincloud/data` go to the repository's source through the paths of
- * tsconfig.repo.json, so the test needs no build and runs the code under test. (Imported into this process instead,
- * the example's `@wincloud/data` would not resolve: it has no node_modules of its own until `npm install`.)
+ * The example runs as its README says: the repository packed with `npm pack`, the example installed from that
+ * tarball with `npm install` (in a temporary copy, test/helpers/packed.ts), then `src/server.ts` run with the
+ * example's own tsx (here with PORT=0 for a free port), as its own process, against this file's database. Its
+ * `@wincloud/data` is what the tarball ships, so a file missing from the package or a broken export fails here.
  */
-const root = resolve(__dirname, '../..')
-const example = join(root, 'examples', 'express-app')
+const run = promisify(execFile)
 const tokenSecret = 'test-secret-of-the-express-example-0123456789'
 const password = { alice: 'alice-pw-1', bob: 'bob-pw-2', root: 'root-pw-3', carol: 'carol-pw-4' }
 
 let db: Database
 let cleanup: () => Promise<void>
+let example: PackedExample | undefined
 let server: ChildProcess | undefined
 let output = ''
 let base: string
@@ -29,10 +31,9 @@ const tokens: Partial<Record<keyof typeof password, string>> = {}
 async function start(url: string): Promise<string> {
   // `node --import tsx` rather than the tsx command, which would run the server in a child process of its own.
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: example,
+    cwd: example!.dir,
     env: {
       ...process.env,
-      TSX_TSCONFIG_PATH: 'tsconfig.repo.json',
       DATABASE_URL: url,
       PORT: '0',
       APP_TOKEN_SECRET: tokenSecret,
@@ -151,8 +152,16 @@ async function walk(path: string, as: keyof typeof password): Promise<{ pages: n
 }
 
 beforeAll(async () => {
-  let url: string
-  ;({ db, url, cleanup } = await openTestDatabase({ auth: { passwordHash: fastHash } }))
+  // Packing and installing take a while (seconds of CPU): the database is opened meanwhile.
+  const [installed, opened] = await Promise.allSettled([
+    packedExample('express-app'),
+    openTestDatabase({ auth: { passwordHash: fastHash } }),
+  ])
+  if (installed.status === 'fulfilled') example = installed.value
+  if (opened.status === 'fulfilled') ({ db, cleanup } = opened.value)
+  if (installed.status === 'rejected') throw installed.reason
+  if (opened.status === 'rejected') throw opened.reason
+  const { url } = opened.value
   const setup = db.system('express example test: accounts')
   for (const [name, role] of [
     ['alice', 'user'],
@@ -169,7 +178,7 @@ beforeAll(async () => {
     ids[name] = user.id
   }
   base = await start(url)
-})
+}, 300_000)
 
 afterAll(async () => {
   if (server?.exitCode === null) {
@@ -177,9 +186,18 @@ afterAll(async () => {
     await once(server, 'exit')
   }
   await cleanup?.()
+  await example?.cleanup()
 })
 
 describe('the Express example', () => {
+  it('type-checks against the installed package (npm run typecheck)', async () => {
+    const tsc = join(example!.dir, 'node_modules', '.bin', 'tsc')
+    const result = await run(tsc, ['--noEmit', '-p', 'tsconfig.json'], { cwd: example!.dir }).catch(
+      (e: { stdout: string; stderr: string }) => e,
+    )
+    expect(result.stdout + result.stderr).toBe('')
+  })
+
   it('answers the probes and serves metrics without a token', async () => {
     const live = await call('GET', '/health/live')
     expect(live.status).toBe(200)

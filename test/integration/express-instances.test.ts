@@ -1,27 +1,25 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { missingPrograms, startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology } from '../../scripts/topology.js'
 import { createDatabase, hashPassword, User } from '../../src/index.js'
 import { fastHash } from '../helpers/database.js'
+import { packedExample, type PackedExample } from '../helpers/packed.js'
+import { needs } from '../helpers/tools.js'
 
 /*
  * Two processes of the Express example behind one imaginary load balancer, on a real primary and a real streaming
- * replica (loopback). Each runs as express-app.test.ts runs one (`node --import tsx src/server.ts`, repository source
- * through tsconfig.repo.json), with the same APP_TOKEN_SECRET and CURSOR_SECRET, DATABASE_URL on the primary and
- * REPLICA_URL on the replica. With WAL replay paused, a row written since exists only on the primary: a 404 on
- * instance B proves B read from the replica, a 200 that it read from a server that has the write.
+ * replica (loopback). Each runs as express-app.test.ts runs one (installed from the packed tarball by
+ * test/helpers/packed.ts, then `node --import tsx src/server.ts`), with the same APP_TOKEN_SECRET and CURSOR_SECRET,
+ * DATABASE_URL on the primary and REPLICA_URL on the replica. With WAL replay paused, a row written since exists only
+ * on the primary: a 404 on instance B proves B read from the replica, a 200 that it read from a server that has the
+ * write.
  */
-const missing = missingPrograms({ pgbouncer: false, redis: false })
-if (missing.length > 0 && process.env.CI) throw new Error(`the Express instances test needs ${missing.join(', ')}`)
-const suite = missing.length > 0 ? describe.skip : describe
-if (missing.length > 0) console.warn(`Express instances test skipped: missing ${missing.join(', ')}`)
+const suite = needs('postgresql-15', 'the Express instances test') ? describe : describe.skip
 
-const example = join(resolve(__dirname, '../..'), 'examples', 'express-app')
 const secrets = {
   APP_TOKEN_SECRET: 'test-secret-of-the-express-example-0123456789',
   CURSOR_SECRET: randomBytes(32).toString('base64'),
@@ -44,6 +42,7 @@ interface Reply {
 
 suite('the Express example on two instances', () => {
   let topology: Topology | undefined
+  let example: PackedExample | undefined
   const instances: Instance[] = []
   let a: Instance
   let b: Instance
@@ -62,8 +61,8 @@ suite('the Express example on two instances', () => {
   /** Starts a process of the example and resolves once it listens. */
   async function start(env: Record<string, string>): Promise<Instance> {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: example,
-      env: { ...process.env, TSX_TSCONFIG_PATH: 'tsconfig.repo.json', PORT: '0', NODE_ENV: 'production', ...env },
+      cwd: example!.dir,
+      env: { ...process.env, PORT: '0', NODE_ENV: 'production', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     const instance: Instance = { child, base: '', output: '' }
@@ -134,7 +133,18 @@ suite('the Express example on two instances', () => {
   }
 
   beforeAll(async () => {
-    topology = await startTopology({ pgbouncer: false, redis: false })
+    // Packing and installing the example take a while (seconds of CPU): the servers start meanwhile.
+    const [installed, started] = await Promise.allSettled([
+      packedExample('express-app'),
+      startTopology({ pgbouncer: false, redis: false }),
+    ])
+    // Whatever started is kept for afterAll to stop before the first failure is thrown (and assigned again below,
+    // unconditionally, for the type checker).
+    example = installed.status === 'fulfilled' ? installed.value : undefined
+    topology = started.status === 'fulfilled' ? started.value : undefined
+    if (installed.status === 'rejected') throw installed.reason
+    if (started.status === 'rejected') throw started.reason
+    topology = started.value
     await sql(topology.primaryUrl, 'create database app')
     const primaryUrl = topology.urlFor(topology.primaryUrl, 'app')
     const replicaUrl = topology.urlFor(topology.replicaUrl!, 'app')
@@ -154,7 +164,7 @@ suite('the Express example on two instances', () => {
     }
     const env = { ...secrets, DATABASE_URL: primaryUrl, REPLICA_URL: replicaUrl }
     ;[a, b] = await Promise.all([start(env), start(env)])
-  })
+  }, 300_000)
 
   afterAll(async () => {
     for (const { child } of instances) {
@@ -164,6 +174,7 @@ suite('the Express example on two instances', () => {
       }
     }
     await topology?.stop()
+    await example?.cleanup()
   })
 
   it('reads what was written on another instance with its X-Consistency-Token, and refuses a forged one', async () => {

@@ -1,18 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { missingPrograms, startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology } from '../../scripts/topology.js'
 import { createDatabase, Droplet, UnavailableError, User, type Database } from '../../src/index.js'
+import { needs } from '../helpers/tools.js'
 
 /**
  * Primary failover on real servers: a primary and a streaming replica on loopback, the library connected with a
  * libpq host list naming both. The primary is stopped, the replica promoted (`pg_ctl promote`, what an HA manager
  * does), and a writer that never stopped writing must find the new primary by itself.
  */
-const missing = missingPrograms({ pgbouncer: false, redis: false })
-if (missing.length > 0 && process.env.CI) throw new Error(`the failover tests need ${missing.join(', ')}`)
-const suite = missing.length > 0 ? describe.skip : describe
-if (missing.length > 0) console.warn(`failover tests skipped: missing ${missing.join(', ')}`)
+const suite = needs('postgresql-15', 'the failover tests') ? describe : describe.skip
 
 async function sql<R extends pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
   const client = new pg.Client({ connectionString: url })

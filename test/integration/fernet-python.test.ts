@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest'
 import { fernetDecrypt, fernetEncrypt, fernetKey, fernetTimestamp } from '../../src/crypto/fernet.js'
 import { Keyring } from '../../src/crypto/keyring.js'
 import { DecryptionError } from '../../src/index.js'
-import { python, runPython } from '../helpers/python.js'
+import { runPython } from '../helpers/python.js'
+import { needs } from '../helpers/tools.js'
 
 /**
  * Fernet tokens shared with the Python backend, checked against the system python3's `cryptography.fernet`. All data
@@ -32,7 +33,9 @@ function encode(bytes: Buffer): string {
   return text + '='.repeat((4 - (text.length % 4)) % 4)
 }
 
-describe.skipIf(python === undefined)('Fernet tokens shared with Python (cryptography.fernet)', () => {
+const withPython = needs('python-backend', 'the Fernet tests against Python')
+
+describe.skipIf(!withPython)('Fernet tokens shared with Python (cryptography.fernet)', () => {
   it('reads tokens made by Python, with keys from Fernet.generate_key()', () => {
     const made = runPython<{ key: string; token: string }[]>(
       `from cryptography.fernet import Fernet

@@ -8,7 +8,8 @@ import {
   type LoginAttempt,
 } from '../../src/index.js'
 import { fastHash, openTestDatabase } from '../helpers/database.js'
-import { python, runPython } from '../helpers/python.js'
+import { runPython } from '../helpers/python.js'
+import { needs } from '../helpers/tools.js'
 
 let db: Database
 let cleanup: () => Promise<void>
@@ -97,7 +98,9 @@ describe('db.auth.login', () => {
   })
 })
 
-describe.skipIf(python === undefined)('hashes shared with the Python backend (passlib)', () => {
+const withPython = needs('python-backend', 'the password hash tests against passlib')
+
+describe.skipIf(!withPython)('hashes shared with the Python backend (passlib)', () => {
   it('verifies passlib bcrypt hashes ($2a$, $2b$, $2y$), upgrades them to scrypt, and refuses wrong passwords', async () => {
     const hashes = runPython<string[]>(
       `from passlib.hash import bcrypt

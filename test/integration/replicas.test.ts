@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { missingPrograms, startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology } from '../../scripts/topology.js'
 import {
   createDatabase,
   Droplet,
@@ -11,16 +11,14 @@ import {
   type Database,
   type ReplicaStatus,
 } from '../../src/index.js'
+import { needs } from '../helpers/tools.js'
 
 /**
  * Read replicas against a real primary and a real streaming replica (pg_basebackup -R) on loopback. Which server
  * answered is told by the data: with WAL replay paused on the replica, a row written since exists only on the
  * primary.
  */
-const missing = missingPrograms({ pgbouncer: false, redis: false })
-if (missing.length > 0 && process.env.CI) throw new Error(`the replica tests need ${missing.join(', ')}`)
-const suite = missing.length > 0 ? describe.skip : describe
-if (missing.length > 0) console.warn(`replica tests skipped: missing ${missing.join(', ')}`)
+const suite = needs('postgresql-15', 'the replica tests') ? describe : describe.skip
 
 suite('read replicas', () => {
   let topology: Topology

@@ -8,7 +8,8 @@ import {
   type LoginAttempt,
 } from '../../src/index.js'
 import { fastHash, openTestDatabase } from '../helpers/database.js'
-import { python, runPython } from '../helpers/python.js'
+import { runPython } from '../helpers/python.js'
+import { needs } from '../helpers/tools.js'
 
 let db: Database
 let cleanup: () => Promise<void>
@@ -74,59 +75,62 @@ async function failedLoginRows(): Promise<number> {
   return rows[0]!.n
 }
 
-describe.skipIf(python === undefined)('legacy bcrypt hashes and the 72-byte limit', () => {
-  // 80 bytes, and 40 characters of two bytes each: bcrypt sees only the first 72 bytes of either.
-  const ascii = 'correct horse battery staple, correct horse battery staple, correct horse battery'.slice(0, 80)
-  const wide = 'ü'.repeat(40)
-  const prefix = (text: string, bytes: number): string => Buffer.from(text).subarray(0, bytes).toString()
+describe.skipIf(!needs('python-backend', 'the tests against the Python backend'))(
+  'legacy bcrypt hashes and the 72-byte limit',
+  () => {
+    // 80 bytes, and 40 characters of two bytes each: bcrypt sees only the first 72 bytes of either.
+    const ascii = 'correct horse battery staple, correct horse battery staple, correct horse battery'.slice(0, 80)
+    const wide = 'ü'.repeat(40)
+    const prefix = (text: string, bytes: number): string => Buffer.from(text).subarray(0, bytes).toString()
 
-  it('keeps the bcrypt hash when the password that verified has 72 bytes or more, so the real one keeps working', async () => {
-    expect([utf8Bytes(ascii), utf8Bytes(wide), wide.length]).toEqual([80, 80, 40])
-    const hashes = pythonBcrypt([ascii, wide])
-    for (const [i, real] of [ascii, wide].entries()) {
-      const hash = hashes[i]!
-      const user = await addUser(`long${i}`, hash)
-      const first72 = prefix(real, 72)
-      expect(utf8Bytes(first72)).toBe(72)
-      // bcrypt's own semantics: the first 72 bytes decide, so these log in...
-      for (const typed of [`${first72}junk`, `${first72}${'x'.repeat(100)}`, first72]) {
-        expect((await db.auth.login(`long${i}`, typed)).id).toBe(user.id)
-        // ...but what was typed may not be the real password: the hash must not become a hash of it.
+    it('keeps the bcrypt hash when the password that verified has 72 bytes or more, so the real one keeps working', async () => {
+      expect([utf8Bytes(ascii), utf8Bytes(wide), wide.length]).toEqual([80, 80, 40])
+      const hashes = pythonBcrypt([ascii, wide])
+      for (const [i, real] of [ascii, wide].entries()) {
+        const hash = hashes[i]!
+        const user = await addUser(`long${i}`, hash)
+        const first72 = prefix(real, 72)
+        expect(utf8Bytes(first72)).toBe(72)
+        // bcrypt's own semantics: the first 72 bytes decide, so these log in...
+        for (const typed of [`${first72}junk`, `${first72}${'x'.repeat(100)}`, first72]) {
+          expect((await db.auth.login(`long${i}`, typed)).id).toBe(user.id)
+          // ...but what was typed may not be the real password: the hash must not become a hash of it.
+          expect(await storedHash(user)).toBe(hash)
+        }
+        // The real password still works, and it is not upgraded either: the hash stays bcrypt for good.
+        expect((await db.auth.login(`long${i}`, real)).id).toBe(user.id)
+        expect(await storedHash(user)).toBe(hash)
+        expect((await db.auth.login(`long${i}@example.com`, real)).id).toBe(user.id)
+      }
+    })
+
+    it('still upgrades a bcrypt hash to scrypt when the password has fewer than 72 bytes', async () => {
+      const passwords = ['short one', 'y'.repeat(71), `${'ü'.repeat(35)}z`]
+      expect(passwords.map(utf8Bytes)).toEqual([9, 71, 71])
+      const hashes = pythonBcrypt(passwords)
+      for (const [i, password] of passwords.entries()) {
+        const user = await addUser(`short${i}`, hashes[i]!)
+        await db.auth.login(`short${i}`, password)
+        const upgraded = await storedHash(user)
+        expect(upgraded).toMatch(/^\$scrypt\$ln=10,r=8,p=1\$/)
+        expect(await verifyPassword(password, upgraded)).toBe(true)
+        expect((await db.auth.login(`short${i}`, password)).id).toBe(user.id)
+      }
+    })
+
+    it('refuses a password with a NUL for a bcrypt hash, as passlib does, so "pw\\0pw" is not "pw"', async () => {
+      const [hash] = pythonBcrypt(['hunter22'])
+      const user = await addUser('nulbcrypt', hash!)
+      // bcrypt cycles its key (the password and a NUL terminator): "hunter22\0hunter22" is the same key.
+      for (const typed of ['hunter22\0hunter22', 'hunter22\0hunter22\0hunter22', `hunter22\0`]) {
+        expectSameFailure(await failure('nulbcrypt', typed), JSON.stringify(typed))
         expect(await storedHash(user)).toBe(hash)
       }
-      // The real password still works, and it is not upgraded either: the hash stays bcrypt for good.
-      expect((await db.auth.login(`long${i}`, real)).id).toBe(user.id)
-      expect(await storedHash(user)).toBe(hash)
-      expect((await db.auth.login(`long${i}@example.com`, real)).id).toBe(user.id)
-    }
-  })
-
-  it('still upgrades a bcrypt hash to scrypt when the password has fewer than 72 bytes', async () => {
-    const passwords = ['short one', 'y'.repeat(71), `${'ü'.repeat(35)}z`]
-    expect(passwords.map(utf8Bytes)).toEqual([9, 71, 71])
-    const hashes = pythonBcrypt(passwords)
-    for (const [i, password] of passwords.entries()) {
-      const user = await addUser(`short${i}`, hashes[i]!)
-      await db.auth.login(`short${i}`, password)
-      const upgraded = await storedHash(user)
-      expect(upgraded).toMatch(/^\$scrypt\$ln=10,r=8,p=1\$/)
-      expect(await verifyPassword(password, upgraded)).toBe(true)
-      expect((await db.auth.login(`short${i}`, password)).id).toBe(user.id)
-    }
-  })
-
-  it('refuses a password with a NUL for a bcrypt hash, as passlib does, so "pw\\0pw" is not "pw"', async () => {
-    const [hash] = pythonBcrypt(['hunter22'])
-    const user = await addUser('nulbcrypt', hash!)
-    // bcrypt cycles its key (the password and a NUL terminator): "hunter22\0hunter22" is the same key.
-    for (const typed of ['hunter22\0hunter22', 'hunter22\0hunter22\0hunter22', `hunter22\0`]) {
-      expectSameFailure(await failure('nulbcrypt', typed), JSON.stringify(typed))
-      expect(await storedHash(user)).toBe(hash)
-    }
-    expect((await db.auth.login('nulbcrypt', 'hunter22')).id).toBe(user.id)
-    expect(await storedHash(user)).toMatch(/^\$scrypt\$/)
-  })
-})
+      expect((await db.auth.login('nulbcrypt', 'hunter22')).id).toBe(user.id)
+      expect(await storedHash(user)).toMatch(/^\$scrypt\$/)
+    })
+  },
+)
 
 describe('malformed login input fails like a wrong password', () => {
   it('a NUL in the login name, the password, or both is a 401, never a 400 or a driver error', async () => {

@@ -1,13 +1,28 @@
-import { UnavailableError } from '../../errors/index.js'
 import type { HealthReport } from '../../observability/health.js'
 import { defineCommand, intOption, UsageError } from '../command.js'
-import { withDatabase } from '../with-database.js'
+import { OpenDatabaseError, withDatabase } from '../with-database.js'
 
-/** The report of a database that refused or did not answer the first connection. */
-function unreachableReport(): HealthReport {
+/**
+ * Why the database could not be opened, for the report: the driver's code (`ECONNREFUSED`, `28P01`), else the
+ * driver error's class, else the library's code. Never an address or a credential (stderr has the whole message).
+ */
+function openFailure(error: OpenDatabaseError): string {
+  const cause = error.error.cause as { code?: unknown; name?: unknown } | undefined
+  for (const label of [cause?.code, cause?.name]) {
+    if (typeof label === 'string' && /^\w+$/.test(label) && label.toLowerCase() !== 'error') return label
+  }
+  return error.error.code
+}
+
+/**
+ * The report of a database that could not be opened: nothing listens, no answer in time, the credentials or the
+ * database refused, a bad connection string. Every such case is the same "could not check" (exit 3).
+ */
+function unreachableReport(error: OpenDatabaseError): HealthReport {
+  const reason = `could not connect (${openFailure(error)})`
   return {
     status: 'unhealthy',
-    reasons: ['could not connect'],
+    reasons: [reason],
     checkedAt: new Date().toISOString(),
     latencyMs: 0,
     database: { serverVersion: null, inRecovery: null },
@@ -16,7 +31,7 @@ function unreachableReport(): HealthReport {
     migrations: { pending: null },
     primary: { host: 'unknown', changedAt: null, changes: 0 },
     replicas: [],
-    error: 'could not connect',
+    error: reason,
   }
 }
 
@@ -64,20 +79,32 @@ function describeHealth(report: HealthReport): string[] {
 }
 
 /**
- * `wincloud-data health`: the health report; exit 3 when the database is unhealthy.
+ * `wincloud-data health`: the health report; exit 3 when the database is unhealthy or its health could not be
+ * checked (the database could not be opened, whatever the reason), 0 when healthy or degraded, 2 on bad usage.
+ *
+ * @example
+ * ```ts
+ * const code = await runCli(['health', '--timeout-ms', '500'], io) // 3: nothing listens at the URL's host and port
+ * ```
  *
  * @internal
  */
 export const healthCommand = defineCommand({
   name: 'health',
-  summary: 'print the health report; exit 3 when the database is unhealthy',
+  summary: 'print the health report; exit 3 when unhealthy or it could not be checked',
   help: `Usage: wincloud-data health [--timeout-ms <n>] [--exact] [--key-usage] [--json] [--url <url>]
 
 Prints the health report: status and why, round trip, server version, pool, rows per table (planner
 estimates; --exact counts them), pending migrations, and with --key-usage the values each encryption key
 protects (keys from WINCLOUD_ENCRYPTION). --json prints the report as JSON. Answers within --timeout-ms
 (default 1000).
-Exit codes: 0 healthy or degraded, 3 unhealthy (including a database that cannot be reached), 2 bad usage.
+Exit codes:
+  0  healthy or degraded
+  3  unhealthy, or the health could not be checked: the database could not be opened (nothing listens,
+     no answer in time, credentials refused, no such database, a bad URL). stderr says why, with the
+     driver's error below; the report says "could not connect".
+  2  bad usage (an unknown option, a --timeout-ms that is not a number, no DATABASE_URL or --url)
+  1  anything else that failed
 Reads DATABASE_URL unless --url is given.`,
   options: {
     'timeout-ms': { type: 'string' },
@@ -97,9 +124,10 @@ Reads DATABASE_URL unless --url is given.`,
         timeoutMs,
       )
     } catch (error) {
-      // A database that cannot be reached at all is the plainest unhealthy.
-      if (!(error instanceof UnavailableError)) throw error
-      report = unreachableReport()
+      // Whatever kept the database from being opened, its health could not be checked: one exit code for all.
+      if (!(error instanceof OpenDatabaseError)) throw error
+      io.err(`wincloud-data: ${String(error)}`)
+      report = unreachableReport(error)
     }
     if (values.json === true) io.out(JSON.stringify(report, null, 2))
     else for (const line of describeHealth(report)) io.out(line)

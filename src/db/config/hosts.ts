@@ -45,11 +45,31 @@ function checkAttrs(value: unknown, field: string): TargetSessionAttrs {
   return value as TargetSessionAttrs
 }
 
+/** What a port must be, said alike for every way of getting it wrong. */
+const PORT_RULE = 'a port must be a whole number from 1 to 65535 (PostgreSQL listens on 5432 unless told otherwise).'
+
 function checkPort(text: string | undefined, field: string): number {
   if (text === undefined || text === '') return 5432
   const port = Number(text)
-  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new ConfigError(field, 'has a port outside 1–65535.')
+  // Only digits reach here, so the port can be repeated: nothing of the password is in it.
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new ConfigError(field, `has port ${text}: ${PORT_RULE}`)
+  }
   return port
+}
+
+/**
+ * Why entry `i` of a URL's host list is not `host[:port]`. The entry is never repeated: with a password whose `@` was
+ * not encoded, it holds part of the password.
+ */
+function badHostEntry(item: string, i: number, count: number): string {
+  if (item.includes('@')) {
+    return 'has an @ after the user name and password: URL-encode the password (@ is %40, : is %3A, / is %2F).'
+  }
+  const where = count > 1 ? ` (host ${i + 1} of ${count})` : ''
+  if (/^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+):[^:]*$/.test(item)) return `has a port that is not a number${where}: ${PORT_RULE}`
+  if (count === 1) return 'has a host that is not host[:port] (an IPv6 address goes in brackets: [::1]:5432).'
+  return `has a host list whose entry ${i + 1} is not host[:port].`
 }
 
 /**
@@ -72,7 +92,7 @@ export function urlTargets(value: string): ConnectionTargets | undefined {
   const hosts = hostList === '' ? [] : hostList.split(',')
   const targets = hosts.map((item, i): HostTarget => {
     const match = HOST_PORT.exec(item)
-    if (match === null) throw new ConfigError('connection', `has a host list whose entry ${i + 1} is not host[:port].`)
+    if (match === null) throw new ConfigError('connection', badHostEntry(item, i, hosts.length))
     const port = checkPort(match[2], 'connection')
     const url = `${scheme}${userinfo}${match[1]}:${port}${path}${query}`
     try {
