@@ -67,7 +67,6 @@ function watchQueries(connection: PooledClient, guard: ConnectionGuard): void {
     const sql = sqlOf(args[0])
     const status = connection._txStatus
     const sentAt = Date.now()
-    connection.__wincloud_busy = (connection.__wincloud_busy ?? 0) + 1
     const last = args.length - 1
     const callback = args[last]
     if (typeof callback === 'function') {
@@ -75,10 +74,19 @@ function watchQueries(connection: PooledClient, guard: ConnectionGuard): void {
         settle(error, sql, status, sentAt)
         return (callback as (...a: unknown[]) => unknown)(error, ...rest)
       }
-      return query(...args)
+      connection.__wincloud_busy = (connection.__wincloud_busy ?? 0) + 1
+      try {
+        return query(...args)
+      } catch (error) {
+        connection.__wincloud_busy -= 1
+        throw error
+      }
     }
+    // Counted only once it is known to settle: a query object without a callback (a stream, a cursor) is not
+    // watched, and a call that throws at once never started.
     const result = query(...args)
     if (!(result instanceof Promise)) return result
+    connection.__wincloud_busy = (connection.__wincloud_busy ?? 0) + 1
     return result.then(
       (value: unknown) => {
         settle(undefined, sql, status, sentAt)
@@ -156,9 +164,13 @@ export function guardConnections(knex: Knex, guard: ConnectionGuard): void {
     connection.on('end', () => open.delete(connection))
     return connection
   }
+  // Only connections resting in the pool: one checked out (a transaction waiting on the host between statements, a
+  // pinned connection) is not idle, however long since its last query, and must never be cut under its holder.
+  const pool = (): { free?: readonly { resource: PooledClient }[] } | undefined =>
+    (knex.client as unknown as { pool?: { free?: readonly { resource: PooledClient }[] } }).pool
   const retireIdleSince = (before: number, failed: PooledClient): void => {
-    for (const other of open) {
-      if (other === failed || (other.__wincloud_busy ?? 0) > 0 || (other.__wincloud_lastUsed ?? 0) > before) continue
+    for (const { resource: other } of pool()?.free ?? []) {
+      if (other === failed || !open.has(other) || (other.__wincloud_lastUsed ?? 0) > before) continue
       other.__knex__disposed ??= 'an idle connection of the same age failed its ping'
       cutSocket(other)
     }

@@ -91,7 +91,15 @@ export class PrimaryLocator {
             ...hosts[index]!.settings,
             connectionTimeoutMillis: Math.min(HOST_CONNECT_TIMEOUT_MS, remaining),
           })
-          if (await this.#matches(connection)) {
+          let matches: boolean
+          try {
+            matches = await this.#matches(connection)
+          } catch (error) {
+            // The check itself failed (a timeout, the host going away): this connection serves nobody.
+            connection.connection?.stream?.destroy?.()
+            throw error
+          }
+          if (matches) {
             this.#use(index)
             return connection
           }
