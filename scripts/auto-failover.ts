@@ -22,11 +22,11 @@ import {
   readdirSync,
   rmSync,
 } from 'node:fs'
-import { tmpdir, userInfo } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import pg from 'pg'
 import { freePort } from '../src/db/embedded-postgres.js'
+import { queryOnce, runAs } from './topology.js'
 
 /** Where Debian puts the PostgreSQL 15 server programs and pg_auto_failover's `pg_autoctl`. */
 const PG_BIN = process.env.WINCLOUD_PG_BIN ?? '/usr/lib/postgresql/15/bin'
@@ -91,31 +91,12 @@ export interface AutoFailover {
   stop(): Promise<void>
 }
 
-/** PostgreSQL and pg_autoctl refuse to run as root: as root, run them as the `postgres` system user. */
-function runAs(): { uid: number; gid: number } | undefined {
-  if (userInfo().uid !== 0) return undefined
-  const id = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' })
-  const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' })
-  if (id.status !== 0 || gid.status !== 0) throw new Error('running as root needs a postgres system user')
-  return { uid: Number(id.stdout.trim()), gid: Number(gid.stdout.trim()) }
-}
-
 /** Makes a directory (if needed) that the servers' user owns. */
 function owned(dir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const user = runAs()
   if (user !== undefined) chownSync(dir, user.uid, user.gid)
   return dir
-}
-
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
-  await client.connect()
-  try {
-    return (await client.query<R>(sql, params)).rows
-  } finally {
-    await client.end().catch(() => undefined)
-  }
 }
 
 /** A guarded pg_autoctl process; its output goes to `log`. */
@@ -277,7 +258,7 @@ interface NodeState {
 }
 
 async function formationState(monitorUrl: string): Promise<NodeState[]> {
-  return query<NodeState>(
+  return queryOnce<NodeState>(
     monitorUrl,
     `select nodename as name, nodeport as port, current_group_state::text as current,
             assigned_group_state::text as assigned
@@ -315,7 +296,7 @@ async function waitForFormation(monitorUrl: string, deadline: number, notPort?: 
 async function waitWritable(url: string, deadline: number): Promise<void> {
   for (;;) {
     try {
-      const [row] = await query<{ writable: boolean }>(
+      const [row] = await queryOnce<{ writable: boolean }>(
         url,
         `select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off' as writable`,
       )
@@ -404,7 +385,7 @@ export async function startAutoFailover(options: { timeoutMs?: number } = {}): P
     // pg_autoctl's own connection string for the monitor (its `autoctl_node` role, trusted on loopback).
     const monitorUri = `postgres://autoctl_node@127.0.0.1:${monitorPort}/pg_auto_failover?sslmode=disable`
     for (;;) {
-      const ready = await query(monitorUrl, 'select 1 from pgautofailover.formation').then(
+      const ready = await queryOnce(monitorUrl, 'select 1 from pgautofailover.formation').then(
         () => true,
         (error: unknown) => {
           if (left() < 0) throw error
@@ -447,8 +428,8 @@ export async function startAutoFailover(options: { timeoutMs?: number } = {}): P
     const firstPrimary = await waitForFormation(monitorUrl, deadline)
 
     const primaryUrl = nodes.find((node) => node.port === firstPrimary)?.url ?? ''
-    await query(primaryUrl, `create role ${APP} login`)
-    await query(primaryUrl, `create database ${APP} owner ${APP}`)
+    await queryOnce(primaryUrl, `create role ${APP} login`)
+    await queryOnce(primaryUrl, `create database ${APP} owner ${APP}`)
 
     const uri = (
       await autoctlOutput(['show', 'uri', '--pgdata', monitorDir, '--formation', 'default'], supervisor.env, root)

@@ -68,7 +68,7 @@ export interface Topology {
 }
 
 /** PostgreSQL refuses to run as root: as root, run its programs as the `postgres` system user. */
-function runAs(): { uid: number; gid: number } | undefined {
+export function runAs(): { uid: number; gid: number } | undefined {
   if (userInfo().uid !== 0) return undefined
   const id = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' })
   const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' })
@@ -115,13 +115,18 @@ async function waitForPort(url: string, timeoutMs: number): Promise<void> {
   }
 }
 
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url })
+/** One statement on a connection of its own (not a pool), closed afterwards: for setting servers up and checking them. */
+export async function queryOnce<R extends pg.QueryResultRow>(
+  url: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 })
   await client.connect()
   try {
     return (await client.query<R>(sql, params)).rows
   } finally {
-    await client.end()
+    await client.end().catch(() => undefined)
   }
 }
 
@@ -234,10 +239,10 @@ export async function startTopology(
       redisUrl,
       urlFor,
       pauseReplay: async () => {
-        await query(replicaOnly().url, 'select pg_wal_replay_pause()')
+        await queryOnce(replicaOnly().url, 'select pg_wal_replay_pause()')
       },
       resumeReplay: async () => {
-        await query(replicaOnly().url, 'select pg_wal_replay_resume()')
+        await queryOnce(replicaOnly().url, 'select pg_wal_replay_resume()')
       },
       stopReplica: async () => {
         await stopServer(replicaOnly().dir)
@@ -259,7 +264,7 @@ export async function startTopology(
         await run(pgCtl, ['-D', dir, '-w', '-t', String(Math.ceil(timeoutMs / 1_000)), 'promote'])
         const deadline = Date.now() + timeoutMs
         for (;;) {
-          const [row] = await query<{ recovering: boolean }>(url, 'select pg_is_in_recovery() as recovering')
+          const [row] = await queryOnce<{ recovering: boolean }>(url, 'select pg_is_in_recovery() as recovering')
           if (row?.recovering === false) return
           if (Date.now() > deadline) throw new Error(`the replica was still in recovery after ${timeoutMs} ms`)
           await sleep(20)
@@ -270,13 +275,13 @@ export async function startTopology(
         return `postgres://postgres@${hosts.map((port) => `127.0.0.1:${port}`).join(',')}/${encodeURIComponent(database)}?target_session_attrs=read-write`
       },
       waitForReplica: async (timeoutMs = 10_000) => {
-        const [{ lsn }] = (await query<{ lsn: string }>(
+        const [{ lsn }] = (await queryOnce<{ lsn: string }>(
           primaryUrl,
           'select pg_current_wal_insert_lsn()::text as lsn',
         )) as [{ lsn: string }]
         const deadline = Date.now() + timeoutMs
         for (;;) {
-          const [row] = await query<{ caught: boolean }>(
+          const [row] = await queryOnce<{ caught: boolean }>(
             replicaOnly().url,
             'select pg_last_wal_replay_lsn() >= $1::pg_lsn as caught',
             [lsn],

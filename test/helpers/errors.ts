@@ -1,5 +1,6 @@
 import { expect } from 'vitest'
-import { ValidationError } from '../../src/errors/index.js'
+import { ConfigError, ValidationError } from '../../src/errors/index.js'
+import { parseConfig } from '../../src/db/config.js'
 
 /** What `fn` throws (fails the test when it throws nothing). */
 export function caught(fn: () => unknown): unknown {
@@ -20,4 +21,11 @@ export function expectInvalid(fn: () => unknown, field: string, message: string,
   expect(e.httpStatus).toBe(400)
   expect(e.message).toBe(message)
   expect(e.details.map((d) => ({ field: d.field, message: d.message }))).toEqual([{ field, message: detail }])
+}
+
+/** The ConfigError `parseConfig` throws for `input` (fails the test when it accepts the input). */
+export function configError(input: unknown): ConfigError {
+  const error = caught(() => parseConfig(input))
+  expect(error).toBeInstanceOf(ConfigError)
+  return error as ConfigError
 }

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
+import { queryOnce } from '../../scripts/topology.js'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Droplet, UnavailableError, User, type Database } from '../../src/index.js'
 import { LOST_ON_ARRIVAL_MS } from '../../src/errors/driver-errors.js'
@@ -34,17 +35,6 @@ afterEach(async () => {
   await admin.end()
   await cleanup()
 })
-
-/** A query on the test database over a connection of its own (not the library's pool). */
-async function testQuery<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return (await client.query<R>(sql, params)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 /** The pid of the backend of this database running a pg_sleep, once the server shows it. */
 async function sleepingBackend(): Promise<number> {
@@ -144,7 +134,8 @@ describe('a backend killed mid-query', () => {
     }
     expect(failures).toEqual([])
     expect(acknowledged.length).toBeGreaterThan(0)
-    const rows = await testQuery<{ name: string; copies: number }>(
+    const rows = await queryOnce<{ name: string; copies: number }>(
+      url,
       `select name, count(*)::int as copies from droplets where name = any($1) group by name`,
       [acknowledged],
     )
@@ -195,9 +186,11 @@ describe('a backend killed while idle', () => {
         },
       )
       outcomes[result] += 1
-      const rows = await testQuery<{ copies: number }>('select count(*)::int as copies from droplets where name = $1', [
-        name,
-      ])
+      const rows = await queryOnce<{ copies: number }>(
+        url,
+        'select count(*)::int as copies from droplets where name = $1',
+        [name],
+      )
       expect(rows[0]!.copies).toBe(result === 'written' ? 1 : 0)
     }
     expect(outcomes.written + outcomes.refused).toBe(ROUNDS)

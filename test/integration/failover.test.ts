@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology, queryOnce } from '../../scripts/topology.js'
 import { createDatabase, Droplet, UnavailableError, User, type Database } from '../../src/index.js'
 import { needs } from '../helpers/tools.js'
 
@@ -11,16 +10,6 @@ import { needs } from '../helpers/tools.js'
  * does), and a writer that never stopped writing must find the new primary by itself.
  */
 const suite = needs('postgresql-15', 'the failover tests') ? describe : describe.skip
-
-async function sql<R extends pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return (await client.query<R>(text, params)).rows
-  } finally {
-    await client.end()
-  }
-}
 
 /** What a writer saw: the names whose insert was acknowledged, and every failure. */
 interface WriterLog {
@@ -59,7 +48,7 @@ suite('primary failover with a host list', () => {
 
   beforeAll(async () => {
     topology = await startTopology({ pgbouncer: false, redis: false })
-    await sql(topology.primaryUrl, 'create database app')
+    await queryOnce(topology.primaryUrl, 'create database app')
     replicaPort = Number(new URL(topology.replicaUrl!).port)
     db = await createDatabase({
       connection: topology.multiHostUrl('app'),

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology, queryOnce } from '../../scripts/topology.js'
 import { createDatabase, Droplet, UnavailableError, User, type Database, type DatabaseConfig } from '../../src/index.js'
 import { adminUrl, createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/tcp-proxy.js'
@@ -72,16 +72,6 @@ async function warm(db: Database, count: number): Promise<void> {
   await Promise.all(Array.from({ length: count }, () => db.knex.raw('select pg_sleep(0.05)')))
 }
 
-async function query<R extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<R[]> {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return (await client.query<R>(sql, params)).rows
-  } finally {
-    await client.end()
-  }
-}
-
 function expectUnavailable(outcome: Outcome<unknown>, commitUnknown: boolean): void {
   expect(outcome.state).toBe('rejected')
   const error = outcome.state === 'rejected' ? outcome.error : undefined
@@ -97,7 +87,7 @@ ownServer('a server restart (a server of its own, stopped and started)', () => {
 
   beforeAll(async () => {
     topology = await startTopology({ replica: false, pgbouncer: false, redis: false })
-    await query(topology.primaryUrl, 'create database app')
+    await queryOnce(topology.primaryUrl, 'create database app')
     url = topology.urlFor(topology.primaryUrl, 'app')
   }, 120_000)
 
@@ -120,7 +110,7 @@ ownServer('a server restart (a server of its own, stopped and started)', () => {
         .insertAndFetch({ email: 'restart@example.com', username: 'restart', passwordHash: 'x' })
       const actor = { id: user.id, role: 'user' }
       await warm(db, 4)
-      const idle = await query<{ count: number }>(
+      const idle = await queryOnce<{ count: number }>(
         topology.primaryUrl,
         `select count(*)::int as count from pg_stat_activity where application_name = $1 and state = 'idle'`,
         [appName],

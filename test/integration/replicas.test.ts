@@ -1,8 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startTopology, type Topology } from '../../scripts/topology.js'
+import { startTopology, type Topology, queryOnce } from '../../scripts/topology.js'
 import {
   createDatabase,
   Droplet,
@@ -28,16 +27,6 @@ suite('read replicas', () => {
   let alice: User
   let admin: User
 
-  async function sql<R extends pg.QueryResultRow>(url: string, text: string, params: unknown[] = []): Promise<R[]> {
-    const client = new pg.Client({ connectionString: url })
-    await client.connect()
-    try {
-      return (await client.query<R>(text, params)).rows
-    } finally {
-      await client.end()
-    }
-  }
-
   /** Waits until the monitor has seen the replica in `state` (and, for 'ok', replayed everything so far). */
   async function replicaState(database: Database, state: ReplicaStatus['state'], withinMs = 10_000): Promise<void> {
     const deadline = Date.now() + withinMs
@@ -59,7 +48,7 @@ suite('read replicas', () => {
   /** A droplet written straight into the primary, past the library: no actor's write is noted. */
   async function sneakDroplet(owner: User, name: string): Promise<string> {
     const id = randomUUID()
-    await sql(
+    await queryOnce(
       primaryUrl,
       `insert into droplets (id, user_id, name, region, size, status) values ($1, $2, $3, 'nyc3', 's', 'active')`,
       [id, owner.id, name],
@@ -69,7 +58,7 @@ suite('read replicas', () => {
 
   beforeAll(async () => {
     topology = await startTopology({ pgbouncer: false, redis: false })
-    await sql(topology.primaryUrl, 'create database app')
+    await queryOnce(topology.primaryUrl, 'create database app')
     primaryUrl = topology.urlFor(topology.primaryUrl, 'app')
     replicaUrl = topology.urlFor(topology.replicaUrl!, 'app')
     db = await createDatabase({
@@ -107,7 +96,7 @@ suite('read replicas', () => {
     expect(metrics).toContain(`wincloud_db_replica_up{replica="${name}"} 1`)
     expect(metrics).toMatch(new RegExp(`wincloud_db_replica_pool_connections\\{replica="${name}",state="free"\\} \\d+`))
     expect(metrics).toContain(`wincloud_db_replica_lag_seconds{replica="${name}"}`)
-    expect(await sql<{ r: boolean }>(replicaUrl, 'select pg_is_in_recovery() as r')).toEqual([{ r: true }])
+    expect(await queryOnce<{ r: boolean }>(replicaUrl, 'select pg_is_in_recovery() as r')).toEqual([{ r: true }])
   })
 
   it('reads your own writes from the primary while the replica lags, and stale reads from the replica', async () => {

@@ -1,19 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/db/config.js'
-import { ConfigError, createDatabase, isDataError } from '../../src/index.js'
+import { configError } from '../helpers/errors.js'
+import { createDatabase, isDataError } from '../../src/index.js'
 
 const KEY = randomBytes(32).toString('base64')
-
-function configError(input: unknown): ConfigError {
-  try {
-    parseConfig(input)
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError)
-    return error as ConfigError
-  }
-  throw new Error('expected a ConfigError')
-}
 
 describe('parseConfig', () => {
   it('fills in the defaults', () => {

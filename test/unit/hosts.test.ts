@@ -1,18 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { parseConfig } from '../../src/db/config.js'
+import { configError } from '../helpers/errors.js'
 import { fieldTargets, urlTargets } from '../../src/db/config/hosts.js'
 import { noteLostConnection, toDataError } from '../../src/errors/driver-errors.js'
-import { ConfigError, UnavailableError } from '../../src/index.js'
-
-function configError(input: unknown): ConfigError {
-  try {
-    parseConfig(input)
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError)
-    return error as ConfigError
-  }
-  throw new Error('expected a ConfigError')
-}
+import { UnavailableError } from '../../src/index.js'
 
 describe('host lists in connection', () => {
   it('reads a libpq host list, each host as a single-host URL without target_session_attrs', () => {
